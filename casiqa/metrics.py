@@ -1,0 +1,46 @@
+"""The one source of truth for metric names, level words and the score scale.
+
+Every other module (phantom ground truth, folder format, schema, prompts, evals) imports these
+names; nothing else spells them out.
+"""
+
+from __future__ import annotations
+
+METRICS: tuple[str, ...] = (
+    "guidewire_visibility",
+    "branch_discernibility",
+    "artifact_interference",
+)
+
+# Five levels, worst to best; level i (0-based) stands for score i + 1 (Q-Align / DeQA-Score convention).
+LEVELS: tuple[str, ...] = ("bad", "poor", "fair", "good", "excellent")
+
+SCORE_MIN, SCORE_MAX = 1.0, 5.0
+
+# Human-readable names, for explanations and the UI.
+METRIC_TITLES: dict[str, str] = {
+    "guidewire_visibility": "guidewire visibility",
+    "branch_discernibility": "branch discernibility",
+    "artifact_interference": "artifact interference",
+}
+
+
+def level_index(score: float) -> int:
+    """Index (0..4) of the level nearest to a score on the 1..5 scale."""
+    if not SCORE_MIN <= score <= SCORE_MAX:
+        raise ValueError(f"score {score!r} outside [{SCORE_MIN}, {SCORE_MAX}]")
+    # Nearest level; a tie (x.5) goes up, so that 1.5 -> poor, 4.5 -> excellent.
+    return min(int(score - SCORE_MIN + 0.5), len(LEVELS) - 1)
+
+
+def level_of(score: float) -> str:
+    """The level word nearest to a score on the 1..5 scale."""
+    return LEVELS[level_index(score)]
+
+
+def level_score(level: str) -> float:
+    """The score a level word stands for (bad = 1 ... excellent = 5)."""
+    try:
+        return SCORE_MIN + LEVELS.index(level)
+    except ValueError:
+        raise ValueError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}") from None

@@ -1,0 +1,26 @@
+"""Explanation facts: what is wrong per metric, how badly and where, in clinical words."""
+
+from __future__ import annotations
+
+from casiqa.metrics import METRICS
+from casiqa.phantom.anatomy import clinical_name
+from casiqa.phantom.failures import KINDS, Failure
+from casiqa.phantom.render import Scene
+
+
+def clean_fact(metric: str, scene: Scene) -> str:
+    if metric == "guidewire_visibility":
+        return (f"guidewire sharp and continuous from the catheter tip into the "
+                f"{clinical_name(scene.devices.wire_branch)}; catheter visible")
+    if metric == "branch_discernibility":
+        return "vessel tree complete: main vessels and side branches discernible down to distal segments"
+    return "no artefacts"
+
+
+def explanation_facts(failures: list[Failure], scene: Scene) -> dict[str, list[str]]:
+    """Per metric, one sentence per failure of its family (worst first), or a clean statement."""
+    out: dict[str, list[str]] = {}
+    for metric in METRICS:
+        own = sorted((f for f in failures if f.metric == metric), key=lambda f: -f.severity)
+        out[metric] = [KINDS[f.kind].describe(f) for f in own] or [clean_fact(metric, scene)]
+    return out

@@ -1,0 +1,144 @@
+"""Vessel-tree failures: side-branch and distal deletion, fading, discontinuities, blur, haze."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from casiqa.phantom.failures.base import (
+    Failure, FailureKind, View, adverb, bbox_of_disc, bbox_of_pixels, region_name, register, soft_disc,
+)
+from casiqa.phantom.render import Scene
+
+METRIC = "branch_discernibility"
+
+
+def _segment(t0: float) -> str:
+    return "proximal" if t0 < 0.2 else "mid" if t0 < 0.55 else "distal"
+
+
+def _box(scene: Scene, branches: list[int], t0: float = 0.0, t1: float = 1.0) -> list[float]:
+    idx = [scene.vessels[i].index[(scene.vessels[i].t >= t0) & (scene.vessels[i].t <= t1)] for i in branches]
+    return bbox_of_pixels(np.concatenate(idx) if idx else np.zeros(0, np.int64), scene.size)
+
+
+def _side_order(rng: np.random.Generator, scene: Scene) -> list[int]:
+    side = [i for i, b in enumerate(scene.tree.branches) if not b.main]
+    return [int(i) for i in rng.permutation(side)]
+
+
+def _deleted_count(severity: float, available: int) -> int:
+    return min(available, 1 + int(np.floor(severity * 3.999)))  # 1..4 branches
+
+
+def _sample_deletion(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+    order = _side_order(rng, scene)
+    gone = order[: _deleted_count(severity, len(order))]
+    names = ", ".join(scene.tree.branches[i].name for i in gone)
+    return Failure("branch_deletion", severity, names, _box(scene, gone), {"order": order})
+
+
+def _delete(view: View, scene: Scene, f: Failure) -> None:
+    order = f.params["order"]
+    for i in order[: _deleted_count(f.severity, len(order))]:
+        for j in scene.tree.descendants(i):
+            view.vessel_weights[j][:] = 0.0
+
+
+def _mains(scene: Scene) -> list[int]:
+    return [i for i, b in enumerate(scene.tree.branches) if b.main and b.code != "LM"]
+
+
+def _sample_distal(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+    i = int(rng.choice(_mains(scene)))
+    cut = _cut_point(severity)
+    name = scene.tree.branches[i].name
+    return Failure("distal_deletion", severity, f"{_segment(cut)} {name}", _box(scene, [i], cut), {"branch": i})
+
+
+def _cut_point(severity: float) -> float:
+    return 1.0 - (0.12 + 0.6 * severity)  # the lost distal share grows from 12 % to 72 %
+
+
+def _distal(view: View, scene: Scene, f: Failure) -> None:
+    i, cut = f.params["branch"], _cut_point(f.severity)
+    layer = scene.vessels[i]
+    view.vessel_weights[i] *= np.clip((cut - layer.t) / 0.02, 0.0, 1.0)
+    n = len(scene.tree.branches[i].points)
+    for j, b in enumerate(scene.tree.branches):
+        if b.parent == i and b.parent_index / max(n - 1, 1) >= cut:
+            for d in scene.tree.descendants(j):
+                view.vessel_weights[d][:] = 0.0
+
+
+def _sample_fading(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+    i = int(rng.integers(1 if len(scene.tree.branches) > 1 else 0, len(scene.tree.branches)))
+    t0 = float(rng.uniform(0.0, 0.6))
+    where = f"{_segment(t0)} {scene.tree.branches[i].name}"
+    return Failure("branch_fading", severity, where, _box(scene, scene.tree.descendants(i), t0), {"branch": i, "t0": t0})
+
+
+def _fade(view: View, scene: Scene, f: Failure) -> None:
+    i, t0 = f.params["branch"], f.params["t0"]
+    ramp = np.clip((scene.vessels[i].t - t0) / 0.1, 0.0, 1.0)
+    view.vessel_weights[i] *= 1.0 - 0.9 * f.severity * ramp
+    for j in scene.tree.descendants(i)[1:]:  # what hangs off a faded vessel fades with it
+        view.vessel_weights[j] *= 1.0 - 0.9 * f.severity
+
+
+def _sample_discontinuity(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+    i = int(rng.choice(_mains(scene)))
+    starts = [float(s) for s in np.sort(rng.uniform(0.1, 0.85, size=3))]
+    where = f"{_segment(starts[0])} {scene.tree.branches[i].name}"
+    return Failure("discontinuity", severity, where, _box(scene, [i], starts[0], starts[-1] + 0.1),
+                   {"branch": i, "starts": starts})
+
+
+def _gap_count(severity: float) -> int:
+    return 1 + int(np.floor(severity * 2.999))
+
+
+def _discontinuity(view: View, scene: Scene, f: Failure) -> None:
+    layer = scene.vessels[f.params["branch"]]
+    length = 0.015 + 0.05 * f.severity
+    for s in f.params["starts"][: _gap_count(f.severity)]:
+        view.vessel_weights[f.params["branch"]][(layer.t >= s) & (layer.t < s + length)] = 0.0
+
+
+def _sample_region(kind: str, lo: float, hi: float):
+    def sample(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+        cx, cy = (float(v) for v in rng.uniform(0.25, 0.75, size=2))
+        radius = lo + (hi - lo) * severity
+        return Failure(kind, severity, region_name(cx, cy), bbox_of_disc(cx, cy, radius), {"cx": cx, "cy": cy})
+    return sample
+
+
+def _vessel_blur(view: View, scene: Scene, f: Failure) -> None:
+    sigma = (1.0 + 5.0 * f.severity) * scene.size / 512
+    mask = soft_disc(scene.size, f.params["cx"], f.params["cy"], 0.2 + 0.3 * f.severity)
+    view.iodine = mask * ndimage.gaussian_filter(view.iodine, sigma) + (1.0 - mask) * view.iodine
+
+
+def _sample_haze(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+    return Failure("haze", severity, "whole vessel tree", [0.0, 0.0, 1.0, 1.0])
+
+
+def _haze(view: View, scene: Scene, f: Failure) -> None:
+    view.iodine *= 1.0 - 0.85 * f.severity
+
+
+for kind in (
+    FailureKind("branch_deletion", METRIC, "weights", 0.9, _sample_deletion, _delete,
+                lambda f: f"{f.location} missing"),
+    FailureKind("distal_deletion", METRIC, "weights", 0.9, _sample_distal, _distal,
+                lambda f: f"{f.location} onwards missing ({round(100 * (1 - _cut_point(f.severity)))} % of the vessel)"),
+    FailureKind("branch_fading", METRIC, "weights", 0.85, _sample_fading, _fade,
+                lambda f: f"{f.location} {adverb(f.severity)} faded"),
+    FailureKind("discontinuity", METRIC, "weights", 0.85, _sample_discontinuity, _discontinuity,
+                lambda f: f"{f.location} interrupted by {_gap_count(f.severity)} gap(s)"),
+    FailureKind("vessel_blur", METRIC, "layers", 0.8, _sample_region("vessel_blur", 0.2, 0.5), _vessel_blur,
+                lambda f: f"vessels {adverb(f.severity)} blurred and merging over the {f.location}"),
+    FailureKind("haze", METRIC, "layers", 0.85, _sample_haze, _haze,
+                lambda f: f"vessel contrast {adverb(f.severity)} reduced by haze over the whole tree"),
+):
+    register(kind)

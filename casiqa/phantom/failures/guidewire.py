@@ -1,0 +1,119 @@
+"""Guidewire and catheter failures: fade, gaps, blur, displacement, duplication, catheter loss."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from casiqa.phantom.anatomy import clinical_name
+from casiqa.phantom.failures.base import Failure, FailureKind, View, adverb, bbox_of_pixels, register
+from casiqa.phantom.geometry import normals, smooth_noise
+from casiqa.phantom.raster import tube_layer
+from casiqa.phantom.render import Scene
+
+METRIC = "guidewire_visibility"
+
+
+def _wire_part(t0: float, t1: float) -> str:
+    mid = 0.5 * (t0 + t1)
+    if t1 - t0 > 0.7:
+        return "guidewire"
+    return "proximal wire" if mid < 0.33 else "mid wire" if mid < 0.66 else "distal wire"
+
+
+def _wire_box(scene: Scene, t0: float, t1: float) -> list[float]:
+    sel = (scene.wire.t >= t0) & (scene.wire.t <= t1)
+    return bbox_of_pixels(scene.wire.index[sel], scene.size)
+
+
+def _sample_section(kind: str, lo: float = 0.0):
+    def sample(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+        t0 = float(rng.uniform(lo, 0.55)) if rng.random() < 0.7 else 0.0
+        where = f"{_wire_part(t0, 1.0)} in the {clinical_name(scene.devices.wire_branch)}"
+        return Failure(kind, severity, where, _wire_box(scene, t0, 1.0), {"t0": t0, "seed": int(rng.integers(2**31))})
+    return sample
+
+
+def _fade(view: View, scene: Scene, f: Failure) -> None:
+    ramp = np.clip((scene.wire.t - f.params["t0"]) / 0.08, 0.0, 1.0)  # fades in over 8 % of the wire
+    view.wire_weight *= 1.0 - 0.92 * f.severity * ramp
+
+
+def _sample_gaps(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+    starts = np.sort(rng.uniform(0.1, 0.9, size=4))
+    where = f"guidewire in the {clinical_name(scene.devices.wire_branch)}"
+    return Failure("wire_gaps", severity, where, _wire_box(scene, starts[0], min(starts[-1] + 0.1, 1.0)),
+                   {"starts": [float(s) for s in starts]})
+
+
+def _gaps(view: View, scene: Scene, f: Failure) -> None:
+    n = 1 + int(np.floor(3.999 * f.severity))            # 1..4 gaps
+    length = 0.015 + 0.06 * f.severity                   # each gap, share of the wire
+    for s in f.params["starts"][:n]:
+        view.wire_weight[(scene.wire.t >= s) & (scene.wire.t < s + length)] = 0.0
+
+
+def _blur(view: View, scene: Scene, f: Failure) -> None:
+    sigma = (0.6 + 4.0 * f.severity) * scene.size / 512
+    view.wire = ndimage.gaussian_filter(view.wire, sigma)  # mass-preserving: wider and fainter
+    view.wire *= 1.0 - 0.4 * f.severity                  # generators also lose the wire's density
+
+
+def _shifted_wire(scene: Scene, f: Failure, amplitude_px: float):
+    wire = scene.devices.wire
+    rng = np.random.default_rng(f.params["seed"])
+    t = np.linspace(0.0, 1.0, len(wire))
+    profile = np.clip((t - f.params["t0"]) / 0.15, 0.0, 1.0) * (1.0 + 0.3 * smooth_noise(rng, len(wire), 80))
+    path = wire + normals(wire) * (amplitude_px * profile)[:, None] * f.params["side"]
+    return tube_layer(path, np.full(len(path), scene.devices.wire_radius), scene.shape)
+
+
+def _sample_offset(kind: str):
+    base = _sample_section(kind)
+
+    def sample(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+        f = base(rng, scene, severity)
+        f.params["side"] = float(rng.choice([-1.0, 1.0]))
+        return f
+    return sample
+
+
+def _displace(view: View, scene: Scene, f: Failure) -> None:
+    amp = (3.0 + 25.0 * f.severity) * scene.size / 512
+    moved = _shifted_wire(scene, f, amp)
+    # The displaced part is drawn where the generator put it; the true part stays only proximal.
+    view.wire_weight *= np.clip((f.params["t0"] - scene.wire.t) / 0.15 + 1.0, 0.0, 1.0)
+    view.extra_wires.append((moved, 1.0))
+
+
+def _duplicate(view: View, scene: Scene, f: Failure) -> None:
+    amp = (5.0 + 15.0 * f.severity) * scene.size / 512
+    ghost = _shifted_wire(scene, f, amp)
+    view.extra_wires.append((ghost, 0.25 + 0.65 * f.severity))
+    view.wire_weight *= 1.0 - 0.3 * f.severity
+
+
+def _sample_catheter(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
+    return Failure("catheter_loss", severity, "guiding catheter", bbox_of_pixels(scene.catheter_wall.index, scene.size))
+
+
+def _catheter(view: View, scene: Scene, f: Failure) -> None:
+    view.catheter_scale *= 1.0 - 0.95 * f.severity
+
+
+for kind in (
+    FailureKind("wire_fade", METRIC, "weights", 0.95, _sample_section("wire_fade"), _fade,
+                lambda f: f"{f.location} {adverb(f.severity)} faded"),
+    FailureKind("wire_gaps", METRIC, "weights", 0.9, _sample_gaps, _gaps,
+                lambda f: f"{f.location} {adverb(f.severity)} broken by "
+                          f"{1 + int(np.floor(3.999 * f.severity))} gap(s)"),
+    FailureKind("wire_blur", METRIC, "layers", 0.85, _sample_section("wire_blur"), _blur,
+                lambda f: f"guidewire {adverb(f.severity)} blurred"),
+    FailureKind("wire_displacement", METRIC, "weights", 0.9, _sample_offset("wire_displacement"), _displace,
+                lambda f: f"{f.location} {adverb(f.severity)} displaced outside the vessel"),
+    FailureKind("wire_duplication", METRIC, "weights", 0.8, _sample_offset("wire_duplication"), _duplicate,
+                lambda f: f"{f.location} {adverb(f.severity)} duplicated by a ghost wire"),
+    FailureKind("catheter_loss", METRIC, "weights", 0.75, _sample_catheter, _catheter,
+                lambda f: f"guiding catheter {adverb(f.severity)} lost"),
+):
+    register(kind)
