@@ -26,7 +26,9 @@ SIDE_NAMES = {"D": "diagonal", "S": "septal", "OM": "obtuse marginal", "AM": "ac
 
 
 def clinical_name(code: str) -> str:
-    """'D2' -> 'second diagonal', 'LAD' -> 'LAD'."""
+    """'D2' -> 'second diagonal', 'LAD' -> 'LAD', 'D2-1' -> 'branch of the second diagonal'."""
+    if "-" in code:
+        return f"branch of the {clinical_name(code.split('-')[0])}"
     if code in CLINICAL_NAMES:
         return CLINICAL_NAMES[code]
     prefix, number = code.rstrip("0123456789"), code[len(code.rstrip("0123456789")):]
@@ -89,15 +91,25 @@ def _side_branches(rng, tree, parent, prefix, count, t_range, angle_deg, length,
     for n, t in enumerate(ts, start=1):
         idx = int(t * (len(p.points) - 1))
         r_parent = p.radii[idx]
-        r_side = max(r_parent * rng.uniform(*r_frac), 3.3 * k)
+        r_side = max(r_parent * rng.uniform(*r_frac), 3.8 * k)
         # Murray: the parent continues with (r^3 - r_side^3)^(1/3)
         r_cont = np.cbrt(max(r_parent**3 - r_side**3, (0.5 * r_parent) ** 3))
         p.radii[idx:] *= r_cont / r_parent
         heading = heading_at(p.points, idx) + sign * _deg(rng, *angle_deg)
         pts = grow_curve(rng, p.points[idx], heading, rng.uniform(*length) * k, bend=rng.normal(0, 0.15),
                          wander=0.25, tortuosity=rng.uniform(0.1, 0.45), wavelength=rng.uniform(18, 34) * k)
-        radii = _taper(len(pts), r_side, min(rng.uniform(2.4, 3.0) * k, r_side))
+        radii = _taper(len(pts), r_side, min(rng.uniform(2.8, 3.4) * k, r_side))
         tree.branches.append(Branch(f"{prefix}{n}", pts, radii, parent, idx))
+
+
+def _twigs(rng: np.random.Generator, tree: VesselTree, k: float) -> None:
+    """Second-order branches: about half the long side branches give off one small twig."""
+    for i in range(len(tree.branches)):
+        b = tree.branches[i]
+        if b.main or "-" in b.code or len(b.points) < 100 * k or rng.random() < 0.5:
+            continue
+        sign = float(rng.choice([-1.0, 1.0]))
+        _side_branches(rng, tree, i, f"{b.code}-", 1, (0.25, 0.6), (25, 50), (50, 110), (0.6, 0.8), k, sign)
 
 
 def _left_system(rng: np.random.Generator, ostium: np.ndarray, k: float) -> VesselTree:
@@ -110,13 +122,14 @@ def _left_system(rng: np.random.Generator, ostium: np.ndarray, k: float) -> Vess
     r_lcx = np.cbrt(max((0.95 * r_lm) ** 3 - r_lad**3, 1.0))
     lad = grow_curve(rng, lm[-1], h0 + _deg(rng, 30, 55), rng.uniform(330, 430) * k, bend=rng.uniform(0.1, 0.3),
                      wander=0.2, tortuosity=rng.uniform(0.1, 0.35), wavelength=rng.uniform(25, 45) * k)
-    tree.branches.append(Branch("LAD", lad, _taper(len(lad), r_lad, rng.uniform(2.6, 3.4) * k), 0, len(lm) - 1, True))
+    tree.branches.append(Branch("LAD", lad, _taper(len(lad), r_lad, rng.uniform(3.0, 3.8) * k), 0, len(lm) - 1, True))
     lcx = grow_curve(rng, lm[-1], h0 + _deg(rng, 95, 130), rng.uniform(220, 320) * k, bend=rng.uniform(-0.25, 0.1),
                      wander=0.2, tortuosity=rng.uniform(0.05, 0.3), wavelength=rng.uniform(25, 45) * k)
-    tree.branches.append(Branch("LCX", lcx, _taper(len(lcx), r_lcx, rng.uniform(2.6, 3.4) * k), 0, len(lm) - 1, True))
+    tree.branches.append(Branch("LCX", lcx, _taper(len(lcx), r_lcx, rng.uniform(3.0, 3.8) * k), 0, len(lm) - 1, True))
     _side_branches(rng, tree, 1, "D", int(rng.integers(2, 5)), (0.12, 0.65), (30, 55), (120, 230), (0.5, 0.75), k, +1)
     _side_branches(rng, tree, 1, "S", int(rng.integers(1, 3)), (0.08, 0.4), (45, 75), (50, 110), (0.35, 0.5), k, -1)
     _side_branches(rng, tree, 2, "OM", int(rng.integers(2, 5)), (0.2, 0.8), (30, 60), (120, 230), (0.5, 0.75), k, -1)
+    _twigs(rng, tree, k)
     return tree
 
 
@@ -135,6 +148,7 @@ def _right_system(rng: np.random.Generator, ostium: np.ndarray, k: float) -> Ves
     tree.branches[-1].code = "PDA"
     _side_branches(rng, tree, 0, "PLB", 1, (0.95, 0.98), (25, 50), (80, 150), (0.55, 0.75), k, -1)
     tree.branches[-1].code = "PLB"
+    _twigs(rng, tree, k)
     return tree
 
 

@@ -106,7 +106,8 @@ class _Serial:
 
 
 def _features():
-    from datasets import Features, Image as HFImage, Sequence, Value
+    from datasets import Features, Sequence, Value
+    from datasets import Image as HFImage
 
     from casiqa.metrics import METRICS
     opinion = {"mos": Value("float32"), "std": Value("float32"), "level": Value("string"),

@@ -61,7 +61,7 @@ class Scene:
 def _fov(rng: np.random.Generator, size: int) -> np.ndarray:
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     c = size / 2 + rng.uniform(-0.03, 0.03, size=2) * size
-    radius = rng.uniform(0.62, 0.8) * size  # corners cut, as on the real 300 px frames
+    radius = rng.uniform(0.6, 0.76) * size  # corners cut, as on the real 300 px frames
     r = np.hypot(xx - c[0], yy - c[1])
     return np.clip((radius - r) / 2.0 + 0.5, 0.0, 1.0)
 

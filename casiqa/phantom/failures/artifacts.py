@@ -8,7 +8,14 @@ import numpy as np
 from scipy import ndimage
 
 from casiqa.phantom.failures.base import (
-    Failure, FailureKind, View, adverb, bbox_of_disc, region_name, register, soft_disc,
+    Failure,
+    FailureKind,
+    View,
+    adverb,
+    bbox_of_disc,
+    region_name,
+    register,
+    soft_disc,
 )
 from casiqa.phantom.geometry import grow_curve
 from casiqa.phantom.raster import tube_layer
@@ -109,21 +116,21 @@ def _where(f: Failure) -> str:
 
 
 for kind in (
-    FailureKind("hallucinated_vessels", METRIC, "layers", 0.9, _sample_at("hallucinated_vessels", 0.12, 0.3),
+    FailureKind("hallucinated_vessels", METRIC, "layers", 0.95, _sample_at("hallucinated_vessels", 0.12, 0.3),
                 _hallucinate, lambda f: f"{_count(f.severity, 4)} hallucinated vessel-like line(s) {_where(f)}"),
-    FailureKind("ghost_contours", METRIC, "layers", 0.8, _sample_at("ghost_contours", 0.25, 0.7), _ghost,
+    FailureKind("ghost_contours", METRIC, "layers", 0.85, _sample_at("ghost_contours", 0.25, 0.7), _ghost,
                 lambda f: f"{adverb(f.severity)} visible ghost contours of the vessels {_where(f)}"),
-    FailureKind("grid_pattern", METRIC, "display", 0.85, _sample_at("grid_pattern", 0.15, 0.5), _grid,
+    FailureKind("grid_pattern", METRIC, "display", 0.9, _sample_at("grid_pattern", 0.15, 0.5), _grid,
                 lambda f: f"{adverb(f.severity)} visible grid artefact {_where(f)}"),
-    FailureKind("blotches", METRIC, "display", 0.8, _sample_at("blotches", 0.15, 0.35), _blotches,
+    FailureKind("blotches", METRIC, "display", 0.85, _sample_at("blotches", 0.15, 0.35), _blotches,
                 lambda f: f"{_count(f.severity, 6)} blotch(es) {_where(f)}"),
-    FailureKind("streaks", METRIC, "display", 0.8, _sample_at("streaks", 0.5, 0.5), _streaks,
+    FailureKind("streaks", METRIC, "display", 0.85, _sample_at("streaks", 0.5, 0.5), _streaks,
                 lambda f: f"{_count(f.severity, 4)} streak(s) across the {f.location}"),
-    FailureKind("banding", METRIC, "display", 0.75, _sample_at("banding", 0.71, 0.71), _banding,
+    FailureKind("banding", METRIC, "display", 0.8, _sample_at("banding", 0.71, 0.71), _banding,
                 lambda f: f"{adverb(f.severity)} visible banding across the frame"),
-    FailureKind("noise_burst", METRIC, "display", 0.8, _sample_at("noise_burst", 0.1, 0.35), _noise_burst,
+    FailureKind("noise_burst", METRIC, "display", 0.85, _sample_at("noise_burst", 0.1, 0.35), _noise_burst,
                 lambda f: f"{adverb(f.severity)} strong noise burst {_where(f)}"),
-    FailureKind("over_smoothing", METRIC, "display", 0.7, _sample_at("over_smoothing", 0.2, 0.7), _smooth,
+    FailureKind("over_smoothing", METRIC, "display", 0.8, _sample_at("over_smoothing", 0.2, 0.7), _smooth,
                 lambda f: f"{adverb(f.severity)} plastic over-smoothed texture {_where(f)}"),
 ):
     register(kind)

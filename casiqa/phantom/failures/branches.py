@@ -6,7 +6,15 @@ import numpy as np
 from scipy import ndimage
 
 from casiqa.phantom.failures.base import (
-    Failure, FailureKind, View, adverb, bbox_of_disc, bbox_of_pixels, region_name, register, soft_disc,
+    Failure,
+    FailureKind,
+    View,
+    adverb,
+    bbox_of_disc,
+    bbox_of_pixels,
+    region_name,
+    register,
+    soft_disc,
 )
 from casiqa.phantom.render import Scene
 
@@ -128,17 +136,17 @@ def _haze(view: View, scene: Scene, f: Failure) -> None:
 
 
 for kind in (
-    FailureKind("branch_deletion", METRIC, "weights", 0.9, _sample_deletion, _delete,
+    FailureKind("branch_deletion", METRIC, "weights", 0.95, _sample_deletion, _delete,
                 lambda f: f"{f.location} missing"),
-    FailureKind("distal_deletion", METRIC, "weights", 0.9, _sample_distal, _distal,
+    FailureKind("distal_deletion", METRIC, "weights", 0.95, _sample_distal, _distal,
                 lambda f: f"{f.location} onwards missing ({round(100 * (1 - _cut_point(f.severity)))} % of the vessel)"),
-    FailureKind("branch_fading", METRIC, "weights", 0.85, _sample_fading, _fade,
+    FailureKind("branch_fading", METRIC, "weights", 0.9, _sample_fading, _fade,
                 lambda f: f"{f.location} {adverb(f.severity)} faded"),
-    FailureKind("discontinuity", METRIC, "weights", 0.85, _sample_discontinuity, _discontinuity,
+    FailureKind("discontinuity", METRIC, "weights", 0.9, _sample_discontinuity, _discontinuity,
                 lambda f: f"{f.location} interrupted by {_gap_count(f.severity)} gap(s)"),
-    FailureKind("vessel_blur", METRIC, "layers", 0.8, _sample_region("vessel_blur", 0.2, 0.5), _vessel_blur,
+    FailureKind("vessel_blur", METRIC, "layers", 0.85, _sample_region("vessel_blur", 0.2, 0.5), _vessel_blur,
                 lambda f: f"vessels {adverb(f.severity)} blurred and merging over the {f.location}"),
-    FailureKind("haze", METRIC, "layers", 0.85, _sample_haze, _haze,
+    FailureKind("haze", METRIC, "layers", 0.9, _sample_haze, _haze,
                 lambda f: f"vessel contrast {adverb(f.severity)} reduced by haze over the whole tree"),
 ):
     register(kind)

@@ -102,18 +102,18 @@ def _catheter(view: View, scene: Scene, f: Failure) -> None:
 
 
 for kind in (
-    FailureKind("wire_fade", METRIC, "weights", 0.95, _sample_section("wire_fade"), _fade,
+    FailureKind("wire_fade", METRIC, "weights", 1.0, _sample_section("wire_fade"), _fade,
                 lambda f: f"{f.location} {adverb(f.severity)} faded"),
-    FailureKind("wire_gaps", METRIC, "weights", 0.9, _sample_gaps, _gaps,
+    FailureKind("wire_gaps", METRIC, "weights", 0.95, _sample_gaps, _gaps,
                 lambda f: f"{f.location} {adverb(f.severity)} broken by "
                           f"{1 + int(np.floor(3.999 * f.severity))} gap(s)"),
-    FailureKind("wire_blur", METRIC, "layers", 0.85, _sample_section("wire_blur"), _blur,
+    FailureKind("wire_blur", METRIC, "layers", 0.9, _sample_section("wire_blur"), _blur,
                 lambda f: f"guidewire {adverb(f.severity)} blurred"),
-    FailureKind("wire_displacement", METRIC, "weights", 0.9, _sample_offset("wire_displacement"), _displace,
+    FailureKind("wire_displacement", METRIC, "weights", 0.95, _sample_offset("wire_displacement"), _displace,
                 lambda f: f"{f.location} {adverb(f.severity)} displaced outside the vessel"),
-    FailureKind("wire_duplication", METRIC, "weights", 0.8, _sample_offset("wire_duplication"), _duplicate,
+    FailureKind("wire_duplication", METRIC, "weights", 0.85, _sample_offset("wire_duplication"), _duplicate,
                 lambda f: f"{f.location} {adverb(f.severity)} duplicated by a ghost wire"),
-    FailureKind("catheter_loss", METRIC, "weights", 0.75, _sample_catheter, _catheter,
+    FailureKind("catheter_loss", METRIC, "weights", 0.8, _sample_catheter, _catheter,
                 lambda f: f"guiding catheter {adverb(f.severity)} lost"),
 ):
     register(kind)

@@ -1,0 +1,89 @@
+"""Every failure kind lowers its own metric monotonically with severity, changes the pixels more
+the more severe it is, and leaves the other two metrics alone."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from casiqa.metrics import METRICS
+from casiqa.phantom.case import build_scene
+from casiqa.phantom.config import PhantomConfig
+from casiqa.phantom.failures import KINDS, kinds_of, render_view
+from casiqa.phantom.scoring import ground_truth, quality
+
+CFG = PhantomConfig(size=256)
+SEVERITIES = (0.0, 0.2, 0.6, 1.0)
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    # one left and one right coronary system, so every branch-based kind has its targets
+    out = {}
+    for anatomy in range(20):
+        scene, _ = build_scene(7, anatomy, CFG)
+        out.setdefault(scene.tree.system, scene)
+        if len(out) == 2:
+            return list(out.values())
+    raise AssertionError("no left and right systems among 20 anatomies")
+
+
+def test_every_metric_has_failure_kinds():
+    assert {k.metric for k in KINDS.values()} == set(METRICS)
+    assert all(len(kinds_of(m)) >= 6 for m in METRICS)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_ground_truth_is_monotone_and_separate(kind, scenes):
+    for scene in scenes:
+        base = KINDS[kind].sample(np.random.default_rng(3), scene, 0.5)
+        qualities, moses = [], []
+        for s in SEVERITIES:
+            f = [dataclasses.replace(base, severity=s)]
+            qualities.append(quality(f, base.metric))
+            truth = ground_truth(f, np.random.default_rng(11), CFG)  # same panel for every severity
+            moses.append(truth[base.metric].mos)
+            for other in METRICS:
+                if other != base.metric:
+                    assert quality(f, other) == 5.0
+                    assert truth[other] == ground_truth([], np.random.default_rng(11), CFG)[other]
+        assert qualities[0] == 5.0
+        assert all(a > b for a, b in zip(qualities, qualities[1:], strict=False)), qualities
+        assert all(a >= b for a, b in zip(moses, moses[1:], strict=False)), moses
+        assert moses[0] > moses[-1]
+
+
+# Moving the wire saturates the plain pixel change once the moved copy no longer overlaps the true
+# wire; what keeps growing is how far from the true wire the change lies.
+OFFSET_KINDS = {"wire_displacement", "wire_duplication"}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_pixels_change_more_with_severity(kind, scenes):
+    from scipy import ndimage
+
+    for scene in scenes:
+        base = KINDS[kind].sample(np.random.default_rng(3), scene, 0.5)
+        weight = 1.0
+        if kind in OFFSET_KINDS:
+            weight = ndimage.distance_transform_edt(scene.device_labels() != 2)
+
+        def image(s, base=base, scene=scene):
+            failures = [dataclasses.replace(base, severity=s)] if s > 0 else []
+            return render_view(scene, np.random.default_rng(5), CFG, contrast=True, wire=True, failures=failures)
+
+        clean = image(0.0)
+        change = [float((np.abs(image(s) - clean) * weight).sum()) for s in SEVERITIES[1:]]
+        assert change[0] > 0, f"{kind} at severity {SEVERITIES[1]} changed nothing"
+        assert change[0] < change[1] < change[2], f"{kind}: pixel change {change} not increasing"
+
+
+def test_facts_name_the_failure(scenes):
+    from casiqa.phantom.facts import explanation_facts
+
+    scene = scenes[0]
+    f = KINDS["branch_deletion"].sample(np.random.default_rng(0), scene, 0.1)
+    facts = explanation_facts([f], scene)
+    assert facts["branch_discernibility"] == [f"{scene.tree.branches[f.params['order'][0]].name} missing"]
+    assert facts["artifact_interference"] == ["no artefacts"]
+    assert "guidewire" in facts["guidewire_visibility"][0]
