@@ -1,0 +1,1 @@
+"""Data formats: the annotated folder format (phantom output and user data alike)."""
