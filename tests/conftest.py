@@ -28,3 +28,21 @@ def real_dir() -> Path:
     if not (REAL_DIR / "1.png").is_file():
         pytest.skip(f"real angiograms not found at {REAL_DIR}")
     return REAL_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """An untrained tiny CAS-IQA model saved to disk (built once per test session)."""
+    from casiqa.model.loading import build_tiny, save
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    model, processor = build_tiny(seed=0)
+    save(model, processor, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    from casiqa.model.loading import load
+
+    return load(tiny_dir)

@@ -1,0 +1,1 @@
+"""The CAS-IQA agent: assessment command line, and (later) the LangGraph flow."""

@@ -1,0 +1,119 @@
+"""Assessor latency and throughput on this machine (CPU) or a GPU (bf16), in one run.
+
+    python -m benchmarks.bench_assess                       # tiny model, built untrained if --model is absent
+    python -m benchmarks.bench_assess --model models/cas-iqa-tiny --repeats 20
+    python -m benchmarks.bench_assess --arch 3b --device cuda   # Qwen2.5-VL-3B-sized config, random weights
+
+Prints median latency per image (scores only / full JSON, without and with both auxiliary
+images), batch throughput, the one-off grammar compile time and, on CUDA, peak memory.
+Medians of --repeats runs after one warm-up; compare only figures from the same run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+
+@dataclass
+class BenchConfig:
+    model: str = field(default="", metadata={"help": "model directory; empty: a tiny untrained model"})
+    arch: Literal["tiny", "3b"] = "tiny"
+    device: str = ""
+    repeats: int = 10
+    batch: int = 8
+    image_size: int = 512
+
+
+def qwen25vl_3b_spec():
+    """Qwen2.5-VL-3B's published sizes (hidden 2048, 36 layers, 16/2 heads; ViT 32 x 1280)."""
+    from casiqa.model.loading import TinySpec
+
+    return TinySpec(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, vision_depth=32, vision_hidden=1280,
+                    vision_heads=16, vision_intermediate=3420, image_size=448)
+
+
+def build(cfg: BenchConfig):
+    import torch
+
+    from casiqa.assessor import Assessor, default_device
+    from casiqa.model.loading import TinySpec, build_tiny
+
+    device, dtype = default_device()
+    device = cfg.device or device
+    if cfg.model:
+        assessor = Assessor.load(cfg.model, batch_size=cfg.batch)
+        return assessor, f"{cfg.model}"
+    spec = qwen25vl_3b_spec() if cfg.arch == "3b" else TinySpec()
+    model, processor = build_tiny(spec)
+    model = model.to(dtype=dtype if device == "cuda" else torch.float32)
+    return Assessor(model, processor, model_id=f"untrained-{cfg.arch}", batch_size=cfg.batch, device=device), cfg.arch
+
+
+def cases(n: int, size: int, seed: int = 0):
+    from casiqa.inputs import AssessInput
+    from casiqa.phantom.case import anatomy_cases
+    from casiqa.phantom.config import PhantomConfig
+
+    out, cfg, a = [], PhantomConfig(size=size), 0
+    while len(out) < n:
+        for c in anatomy_cases(seed, a, cfg):
+            grey = {k: c.images[k].astype(np.float32) / 255.0 for k in ("synthetic", "live", "reference")}
+            out.append(AssessInput(grey["synthetic"], grey["live"], grey["reference"], name=c.id))
+        a += 1
+    return out[:n]
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up (grammar compile, allocator)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from casiqa.cli import parse_config
+    from casiqa.inputs import AssessInput
+
+    (cfg,) = parse_config((BenchConfig,), argv, description=__doc__.splitlines()[0])
+    assessor, name = build(cfg)
+    data = cases(max(cfg.batch, 2), cfg.image_size)
+    bare = [AssessInput(d.target, name=d.name) for d in data]
+    if assessor.device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    levels = assessor.heads(bare[:1])[0].levels
+    assessor._generator(levels)
+    compile_s = time.perf_counter() - t
+    rows = []
+    for label, batch in (("no aux", bare), ("live + reference", data)):
+        rows.append((f"scores only, {label}", timed(lambda b=batch: assessor.assess(b[:1], generate=False), cfg.repeats)))
+        rows.append((f"full JSON, {label}", timed(lambda b=batch: assessor.assess(b[:1], generate=True), max(cfg.repeats // 3, 2))))
+    through_scores = cfg.batch / timed(lambda: assessor.assess(data[: cfg.batch], generate=False), max(cfg.repeats // 2, 2))
+    through_full = cfg.batch / timed(lambda: assessor.assess(data[: cfg.batch], generate=True), 2)
+    params = sum(p.numel() for p in assessor.model.parameters())
+    print(f"model {name}: {params / 1e6:.1f} M parameters on {assessor.device} ({next(assessor.model.parameters()).dtype}), "
+          f"{cfg.image_size} px phantom images, torch threads {torch.get_num_threads()}")
+    print(f"grammar compile (once per level combination, cached): {compile_s:.2f} s")
+    print("| case | median latency per image |\n|---|---|")
+    for label, sec in rows:
+        print(f"| {label} | {sec * 1000:.0f} ms |")
+    print(f"| batch of {cfg.batch}, scores only, live + reference | {through_scores:.1f} images/s |")
+    print(f"| batch of {cfg.batch}, full JSON, live + reference | {through_full:.2f} images/s |")
+    if assessor.device == "cuda":
+        print(f"peak GPU memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""Evidence regions from a MUST routing map (pure functions).
+
+A metric's routing weight map says how much each visual token was routed to that metric's
+branch. Tokens above the map's median are its evidence; connected groups of the strongest of
+them become boxes, weighted by their share of the excess routing mass.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+
+def evidence_boxes(weights: np.ndarray, max_boxes: int = 3, min_share: float = 0.05) -> list[dict]:
+    """weights [h, w] routing weights of one metric -> up to `max_boxes` boxes
+    {"box": (x0, y0, x1, y1) in 0..1, "weight": share of excess mass}, strongest first."""
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.size == 0:
+        raise ValueError(f"expected a 2-D routing map, got shape {weights.shape}")
+    excess = np.maximum(weights - np.median(weights), 0.0)
+    total = excess.sum()
+    if total <= 1e-9:
+        return []  # uniform routing: no region stands out
+    labels, n = ndimage.label(excess >= 0.5 * excess.max())
+    h, w = weights.shape
+    boxes = []
+    for i, sl in enumerate(ndimage.find_objects(labels), start=1):
+        share = float(excess[labels == i].sum() / total)
+        if share >= min_share:
+            ys, xs = sl
+            box = tuple(round(v, 4) for v in (xs.start / w, ys.start / h, xs.stop / w, ys.stop / h))
+            boxes.append({"box": box, "weight": round(min(share, 1.0), 4)})
+    return sorted(boxes, key=lambda b: -b["weight"])[:max_boxes]
+
+
+def upsample(weights: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A token-grid map [h, w] resized to an image's [H, W] (nearest, for overlays)."""
+    h, w = weights.shape
+    ys = (np.arange(shape[0]) * h // shape[0]).clip(0, h - 1)
+    xs = (np.arange(shape[1]) * w // shape[1]).clip(0, w - 1)
+    return weights[ys][:, xs]

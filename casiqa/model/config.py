@@ -1,0 +1,46 @@
+"""Model configuration: MUST settings and the registered CAS-IQA config (a Qwen2.5-VL config + MUST)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import Qwen2_5_VLConfig
+
+MODEL_TYPE = "casiqa_qwen2_5_vl"
+
+
+@dataclass
+class MustSettings:
+    enabled: bool = True                     # False: plain VLM + heads on pooled target tokens (ablation)
+    depths: list[int] = field(default_factory=lambda: [1])  # vision blocks whose outputs add paths
+    cross_attention: bool = True             # target tokens also attend to all aux tokens
+    heads: int = 4                           # attention heads of that cross-attention
+    router: Literal["soft", "topk"] = "soft"
+    top_k: int = 1
+    temperature: float = 1.0
+    hidden: int = 128                        # width of adapters and heads
+
+    def __post_init__(self) -> None:
+        if self.router not in ("soft", "topk"):
+            raise ValueError(f"router must be 'soft' or 'topk', got {self.router!r}")
+        if self.temperature <= 0 or self.top_k < 1 or self.hidden < 1:
+            raise ValueError("temperature must be > 0, top_k and hidden >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@strict
+class CasIqaConfig(Qwen2_5_VLConfig):
+    """Qwen2.5-VL config plus MUST settings, level-word and role-token ids, and provenance."""
+
+    model_type = MODEL_TYPE
+    must: dict | None = None                 # MustSettings as a dict
+    level_token_ids: list[int] | None = None  # token id of each level word, LEVELS order
+    role_token_ids: dict | None = None       # {"target": id, "live": id, "reference": id}
+    base_model: str | None = None            # hub id or path of the pretrained VLM it started from
+
+    def must_settings(self) -> MustSettings:
+        return MustSettings(**(self.must or {}))

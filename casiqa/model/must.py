@@ -1,0 +1,179 @@
+"""MUST: Multi-path featUre fuSion and rouTing, between the vision encoder and the language model.
+
+For each sample (one target image, zero to two auxiliary images, aligned to it):
+  1. depth fusion   every image's final visual tokens gain, through learned per-token gates,
+                    projections of shallower encoder depths (fine texture: noise, grids, thin wires);
+  2. image fusion   target tokens gain, per aligned position, features of [target, aux, target - aux]
+                    for each auxiliary role, and (optionally) cross-attention to all aux tokens;
+  3. routing        each target token is weighted over the metric branches (softmax or top-k);
+  4. branches       each metric branch adapts the tokens (metric-aware tokens) and an attention pool,
+                    biased by the routing weights, feeds that metric's head: logits over five levels.
+The LM receives, at the same positions, the target tokens plus their routed branch adaptations, and
+the depth-fused auxiliary tokens: the visual token count never changes. Every residual branch
+starts at zero, so an untrained MUST passes the encoder's tokens through unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from casiqa.model.config import MustSettings
+
+
+def zero_linear(d_in: int, d_out: int) -> nn.Linear:
+    layer = nn.Linear(d_in, d_out)
+    layer._zero_init = True  # honoured by CasIqaPreTrainedModel._init_weights
+    return layer
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, zero_out: bool = False) -> nn.Sequential:
+    out = zero_linear(d_hidden, d_out) if zero_out else nn.Linear(d_hidden, d_out)
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), out)
+
+
+@dataclass
+class MustResult:
+    tokens: list[torch.Tensor]          # per image [N_i, D], to scatter into the LM's image positions
+    level_logits: torch.Tensor          # [B, M, L] per sample, metric, level
+    routing: list[torch.Tensor | None]  # per sample [h, w, M] routing weights of the target grid (None: MUST off)
+
+
+class DepthFusion(nn.Module):
+    """final + sum_d sigmoid(gate_d(final)) * proj_d(merged patch features of depth d)."""
+
+    def __init__(self, n_paths: int, patch_dim: int, dim: int):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(patch_dim) for _ in range(n_paths))
+        self.projs = nn.ModuleList(mlp(patch_dim, dim, dim, zero_out=True) for _ in range(n_paths))
+        self.gates = nn.ModuleList(nn.Linear(dim, 1) for _ in range(n_paths))
+
+    def forward(self, final: torch.Tensor, paths: list[torch.Tensor]) -> torch.Tensor:
+        out = final  # [N, D]
+        for norm, proj, gate, x in zip(self.norms, self.projs, self.gates, paths, strict=True):
+            out = out + torch.sigmoid(gate(final)) * proj(norm(x))  # x: [N, 4C]
+        return out
+
+
+class ImageFusion(nn.Module):
+    """Target tokens informed by aligned auxiliary tokens (and optionally cross-attention)."""
+
+    def __init__(self, dim: int, roles: tuple[str, ...], heads: int, cross_attention: bool):
+        super().__init__()
+        self.roles = roles
+        self.aligned = nn.ModuleDict({r: mlp(3 * dim, dim, dim, zero_out=True) for r in roles})
+        self.norm = nn.LayerNorm(dim)
+        self.cross = nn.MultiheadAttention(dim, heads, batch_first=True) if cross_attention else None
+        self.role_embed = nn.ParameterDict({r: nn.Parameter(torch.zeros(dim)) for r in roles})
+        self.cross_gate = nn.Parameter(torch.zeros(1))  # tanh(0) = 0: starts closed (Flamingo-style)
+
+    def forward(self, target: torch.Tensor, grid: tuple[int, int], aux: list[tuple[str, torch.Tensor, tuple[int, int]]]):
+        if not aux:
+            return target
+        out = target  # [N, D]
+        t = self.norm(target)
+        for role, tokens, aux_grid in aux:
+            a = self.norm(_regrid(tokens, aux_grid, grid))  # aligned to the target's token grid
+            out = out + self.aligned[role](torch.cat([t, a, t - a], dim=-1))
+        if self.cross is not None:
+            kv = torch.cat([self.norm(tok) + self.role_embed[role] for role, tok, _ in aux], dim=0)[None]  # [1, M, D]
+            attended, _ = self.cross(t[None], kv, kv, need_weights=False)
+            out = out + torch.tanh(self.cross_gate) * attended[0]
+        return out
+
+
+def _regrid(tokens: torch.Tensor, src: tuple[int, int], dst: tuple[int, int]) -> torch.Tensor:
+    """Tokens on an (h, w) grid resampled to another grid (same aspect ratio, other resolution)."""
+    if src == dst:
+        return tokens
+    x = tokens.T.reshape(1, -1, *src)  # [1, D, h, w]
+    return F.interpolate(x, size=dst, mode="bilinear", align_corners=False)[0].reshape(tokens.shape[1], -1).T
+
+
+class Router(nn.Module):
+    def __init__(self, dim: int, n_metrics: int, settings: MustSettings):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.proj = nn.Linear(dim, n_metrics)
+        self.mode, self.top_k, self.temperature = settings.router, settings.top_k, settings.temperature
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        logits = self.proj(self.norm(tokens)) / self.temperature  # [N, M]
+        if self.mode == "topk" and self.top_k < logits.shape[-1]:
+            kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        return logits.softmax(dim=-1)
+
+
+class MetricBranch(nn.Module):
+    """Metric-aware tokens (adapter) and a routing-biased attention pool into the level head."""
+
+    def __init__(self, dim: int, hidden: int, n_levels: int):
+        super().__init__()
+        self.adapter = mlp(dim, hidden, dim, zero_out=True)
+        self.norm = nn.LayerNorm(dim)
+        self.score = nn.Linear(dim, 1)
+        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, n_levels))
+
+    def forward(self, tokens: torch.Tensor, route: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        delta = self.adapter(tokens)                                   # [N, D]
+        branch = tokens + delta
+        attn = (self.score(self.norm(branch))[:, 0] + torch.log(route.clamp_min(1e-6))).softmax(dim=0)  # [N]
+        pooled = (attn[:, None] * branch).sum(dim=0)                   # [D]
+        return self.head(pooled), delta
+
+
+class Must(nn.Module):
+    def __init__(self, settings: MustSettings, dim: int, patch_dim: int, metrics: tuple[str, ...], n_levels: int):
+        super().__init__()
+        self.settings = settings
+        self.metrics = metrics
+        if settings.enabled:
+            self.depth = DepthFusion(len(settings.depths), patch_dim, dim)
+            self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
+            self.router = Router(dim, len(metrics), settings)
+            self.branches = nn.ModuleList(MetricBranch(dim, settings.hidden, n_levels) for _ in metrics)
+        else:  # ablation: a plain VLM, one head per metric on mean-pooled target tokens
+            self.pooled_heads = nn.ModuleList(
+                nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, settings.hidden), nn.GELU(), nn.Linear(settings.hidden, n_levels))
+                for _ in metrics
+            )
+
+    def forward(self, final: list[torch.Tensor], paths: list[list[torch.Tensor]], grids: list[tuple[int, int]],
+                roles: list[str], samples: list[int], batch_size: int) -> MustResult:
+        """final[i]: [N_i, D] encoder output of image i; paths[i]: its merged shallower features
+        ([N_i, 4C] each); grids[i]: its token grid (h, w); roles[i] and samples[i]: its role and sample."""
+        targets = _targets(roles, samples, batch_size)
+        if not self.settings.enabled:
+            logits = torch.stack([torch.stack([h(final[t].mean(dim=0)) for h in self.pooled_heads]) for t in targets])
+            return MustResult(list(final), logits, [None] * batch_size)
+        fused = [self.depth(f, p) for f, p in zip(final, paths, strict=True)]
+        tokens = list(fused)
+        logits, routing = [], []
+        for b, t in enumerate(targets):
+            aux = [(roles[i], fused[i], grids[i]) for i in range(len(roles)) if samples[i] == b and i != t]
+            x = self.images(fused[t], grids[t], aux)
+            route = self.router(x)                                   # [N, M]
+            per_metric, mixed = [], x
+            for m, branch in enumerate(self.branches):
+                level_logits, delta = branch(x, route[:, m])
+                per_metric.append(level_logits)
+                mixed = mixed + route[:, m : m + 1] * delta
+            tokens[t] = mixed
+            logits.append(torch.stack(per_metric))
+            routing.append(route.reshape(*grids[t], -1))
+        return MustResult(tokens, torch.stack(logits), routing)
+
+
+def _targets(roles: list[str], samples: list[int], batch_size: int) -> list[int]:
+    """Index of the single target image of each sample."""
+    out = []
+    for b in range(batch_size):
+        idx = [i for i, (r, s) in enumerate(zip(roles, samples, strict=True)) if s == b and r == "target"]
+        if len(idx) != 1:
+            raise ValueError(f"sample {b} has {len(idx)} target images; each sample needs exactly one")
+        out.append(idx[0])
+    return out

@@ -1,0 +1,112 @@
+"""The assessor and its command line: valid JSON out, clear errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from casiqa.schema import Assessment
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "agent.assess", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    root = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((256, 256)) * 255).astype(np.uint8)).save(root / "synthetic.png")
+    Image.fromarray((rng.random((512, 512)) * 65535).astype(np.uint16)).save(root / "live16.png")
+    Image.fromarray((rng.random((256, 256, 3)) * 255).astype(np.uint8)).save(root / "reference_rgb.png")
+    Image.fromarray((rng.random((256, 384)) * 255).astype(np.uint8)).save(root / "wide.png")
+    (root / "notes.png").write_text("hello")
+    (root / "empty.png").write_bytes(b"")
+    Image.new("1", (9000, 9000)).save(root / "bomb.png")
+    return root
+
+
+def test_scores_only_prints_a_valid_assessment(images, tiny_dir):
+    r = _run(images / "synthetic.png", "--live", images / "live16.png", "--reference", images / "reference_rgb.png",
+             "--model", tiny_dir, "--scores-only")
+    assert r.returncode == 0, r.stderr
+    report = Assessment.model_validate_json(r.stdout)
+    assert report.auxiliary_images == ["live", "reference"]
+
+
+def test_full_assessment_generates_explanations(images, tiny_dir):
+    r = _run(images / "synthetic.png", "--model", tiny_dir)
+    assert r.returncode == 0, r.stderr
+    report = Assessment.model_validate_json(r.stdout)
+    assert all(m.explanation and "not generated" not in m.explanation for m in report.metrics.__dict__.values())
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["notes.png"], "notes.png: not a readable image"),
+        (["empty.png"], "empty.png"),
+        (["missing.png"], "missing.png: no such file"),
+        (["bomb.png"], "decompression bomb"),
+        (["synthetic.png", "--live", "wide.png"], "live image aspect ratio"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_one_line(images, tiny_dir, args, message):
+    r = _run(*args, "--model", tiny_dir, "--scores-only", cwd=images)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+    assert r.stdout == ""
+
+
+def test_usage_errors(images, tmp_path):
+    assert _run().returncode == 2
+    r = _run(images / "synthetic.png", "--model", tmp_path)
+    assert r.returncode == 2 and "no model at" in r.stderr
+
+
+def test_print_schema():
+    r = _run("--print-schema")
+    assert r.returncode == 0 and json.loads(r.stdout)["title"] == "Assessment"
+
+
+def test_batch_keeps_order_and_reports_bad_lines(images, tiny_dir, tmp_path):
+    batch = tmp_path / "cases.jsonl"
+    lines = [
+        {"image": str(images / "synthetic.png"), "live": str(images / "live16.png")},
+        {"image": str(images / "notes.png")},
+        "{broken",
+        {"image": str(images / "synthetic.png"), "reference": str(images / "wide.png")},
+        {"image": str(images / "reference_rgb.png")},
+    ]
+    batch.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    r = _run("--batch", batch, "--model", tiny_dir, "--scores-only", "--batch-size", "2")
+    assert r.returncode == 1  # some lines failed
+    out = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(out) == 5
+    assert "error" in out[1] and "notes.png" in out[1]["error"] and ":2:" in out[1]["error"]
+    assert "not valid JSON" in out[2]["error"] and "aspect ratio" in out[3]["error"]
+    for i in (0, 4):
+        Assessment.model_validate(out[i])
+    assert out[0]["auxiliary_images"] == ["live"] and out[4]["auxiliary_images"] == []
+
+
+@pytest.mark.slow
+def test_200_sampled_assessments_from_an_untrained_model_all_validate(tiny_dir):
+    from casiqa.assessor import AssessInput, Assessor
+
+    assessor = Assessor.load(str(tiny_dir), batch_size=25)
+    rng = np.random.default_rng(1)
+    inputs = []
+    for i in range(200):
+        target = rng.random((128, 128)).astype(np.float32)
+        aux = {"live": rng.random((128, 128)).astype(np.float32)} if i % 3 == 0 else {}
+        inputs.append(AssessInput(target, **aux))
+    reports = assessor.assess(inputs, generate=True, temperature=1.0)
+    assert len(reports) == 200
+    for report in reports:
+        Assessment.model_validate_json(report.model_dump_json())  # round trip through JSON text

@@ -1,0 +1,33 @@
+import math
+
+import pytest
+import torch
+
+from casiqa.model.levels import confidence, expected_score, soft_label_loss, soft_levels
+
+
+def test_expected_score_and_confidence():
+    onehot = torch.tensor([[0.0, 0.0, 30.0, 0.0, 0.0]])
+    assert expected_score(onehot).item() == pytest.approx(3.0, abs=1e-4)
+    assert confidence(onehot).item() == pytest.approx(1.0, abs=1e-3)
+    flat = torch.zeros(1, 5)
+    assert expected_score(flat).item() == pytest.approx(3.0)
+    assert confidence(flat).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_soft_levels_are_distributions_centred_on_the_mos():
+    mos = torch.tensor([1.0, 2.6, 5.0])
+    target = soft_levels(mos, torch.tensor([0.5, 0.5, 0.0]))
+    assert torch.allclose(target.sum(-1), torch.ones(3))
+    assert target[0].argmax() == 0 and target[1].argmax() == 2 and target[2].argmax() == 4
+    # mean of an interior target is close to its MOS
+    assert (target[1] * torch.arange(1.0, 6.0)).sum().item() == pytest.approx(2.6, abs=0.05)
+
+
+def test_soft_label_loss_is_minimal_at_the_target():
+    target = soft_levels(torch.tensor([3.4]), torch.tensor([0.6]))
+    best = soft_label_loss(torch.log(target), target)
+    worse = soft_label_loss(torch.zeros(1, 5), target)
+    entropy = -(target * torch.log(target.clamp_min(1e-12))).sum()
+    assert best.item() == pytest.approx(entropy.item(), rel=1e-4) and worse.item() > best.item()
+    assert worse.item() == pytest.approx(math.log(5), rel=1e-4)
