@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for label, batch in (("no aux", bare), ("live + reference", data)):
         rows.append((f"scores only, {label}", timed(lambda b=batch: assessor.assess(b[:1], generate=False), cfg.repeats)))
-        rows.append((f"full JSON, {label}", timed(lambda b=batch: assessor.assess(b[:1], generate=True), max(cfg.repeats // 3, 2))))
+        full = timed(lambda b=batch: assessor.assess(b[:1], generate=True), max(cfg.repeats // 3, 2))
+        rows.append((f"full JSON, {label}", full))
     through_scores = cfg.batch / timed(lambda: assessor.assess(data[: cfg.batch], generate=False), max(cfg.repeats // 2, 2))
     through_full = cfg.batch / timed(lambda: assessor.assess(data[: cfg.batch], generate=True), 2)
     params = sum(p.numel() for p in assessor.model.parameters())

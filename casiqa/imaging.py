@@ -76,9 +76,14 @@ def check_aligned(target: np.ndarray, aux: np.ndarray, role: str, name: str = ""
                          f"from the target's {rt:.3f} ({target.shape[1]}x{target.shape[0]}); aux images must be aligned")
 
 
+def to_rgb(grey: np.ndarray) -> Image.Image:
+    """Grey [H, W] in [0, 1] -> 8-bit RGB PIL image (what the vision encoder takes)."""
+    return Image.fromarray(np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+
+
 def to_model_image(grey: np.ndarray) -> Image.Image:
     """Grey [H, W] in [0, 1] -> RGB PIL image with its format set (Outlines needs one)."""
-    rgb = Image.fromarray(np.round(np.clip(grey, 0, 1) * 255).astype(np.uint8)).convert("RGB")
+    rgb = to_rgb(grey)
     buf = io.BytesIO()
     rgb.save(buf, format="PNG")
     buf.seek(0)

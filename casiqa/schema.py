@@ -76,7 +76,7 @@ def to_explanation(facts: list[str]) -> str:
     text = " ".join(w[:MAX_WORD_LEN] for w in words[:MAX_WORDS])
     for level in LEVELS:  # facts never use level words; this keeps that true for user data
         text = re.sub(rf"\b{level}\b", "-", text, flags=re.IGNORECASE)
-    text = re.sub(r"[ ,;:.%()'\-]{4,}", "; ", text).strip(" ,;:.%()'-")
+    text = re.sub(r"[ ,;:.%()'\-]{4,}", "; ", text).lstrip(" ,;:.%()'-").rstrip(" ,;:-")
     return text if explanation_ok(text) else "no finding"
 
 

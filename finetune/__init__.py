@@ -1,0 +1,1 @@
+"""Fine-tuning CAS-IQA with TRL's SFT trainer (python -m finetune.sft)."""

@@ -1,0 +1,41 @@
+"""The CAS-IQA part of a fine-tuning recipe (TRL's SFTConfig and ModelConfig hold the rest)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CasIqaArguments:
+    data: str = field(default="data/phantom", metadata={"help": "phantom DatasetDict or annotated folder"})
+    image_size: int = field(default=256, metadata={"help": "images are resized to at most this many px squared"})
+    # MUST and auxiliary-image switches (ablations)
+    must: bool = field(default=True, metadata={"help": "False: plain VLM + heads on pooled tokens"})
+    cross_attention: bool = True
+    router: str = "soft"
+    use_aux: bool = field(default=True, metadata={"help": "False: never show live/reference images (ablation)"})
+    aux_drop: float = field(default=0.3, metadata={"help": "chance each auxiliary image is dropped from a training row"})
+    # loss
+    head_loss_weight: float = 1.0
+    lm_loss_weight: float = 1.0
+    head_warmup_steps: int = field(default=0, metadata={"help": "first steps train vision + MUST + heads only"})
+    # data sizes
+    max_train_samples: int = 0
+    eval_max_samples: int = 300
+    # tiny architecture (model_name_or_path: tiny)
+    tiny_hidden: int = 256
+    tiny_layers: int = 4
+    tiny_vision_depth: int = 4
+    tiny_vision_hidden: int = 128
+    # LoRA targets: the language model's projections only (the vision MLP shares their names)
+    lora_target_regex: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    lora_modules_to_save: list[str] = field(default_factory=lambda: ["must"])
+    test_at_end: bool = field(default=True, metadata={"help": "score the test split and write the model card"})
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.aux_drop <= 1.0:
+            raise ValueError(f"aux_drop must be in [0, 1], got {self.aux_drop}")
+        if self.head_loss_weight < 0 or self.lm_loss_weight < 0:
+            raise ValueError("loss weights must be >= 0")
+        if self.router not in ("soft", "topk"):
+            raise ValueError(f"router must be soft or topk, got {self.router!r}")

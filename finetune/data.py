@@ -1,0 +1,132 @@
+"""Training rows and the collator: phantom DatasetDict or annotated folder -> model inputs.
+
+A row becomes one conversation: system prompt; user turn with the target image, the auxiliary
+images that survive random dropping, and the assessment prompt carrying the ground-truth
+levels (at inference the heads' levels take their place); assistant turn with the JSON the
+grammar admits. Labels cover the assistant turn only. `level_targets` are DeQA-style soft
+labels from each metric's MOS and standard deviation.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from casiqa.imaging import load_angiogram, to_grey, to_rgb
+from casiqa.metrics import METRIC_TITLES, METRICS, level_of
+from casiqa.model.levels import soft_levels
+from casiqa.schema import to_explanation
+
+REQUIRED = ("synthetic", "scores")
+
+
+class DatasetFieldError(ValueError):
+    """A training set without a field the trainer needs."""
+
+
+def load_rows(data: str | Path, split: str):
+    """A split of a phantom DatasetDict (save_to_disk) or of an annotated folder."""
+    data = Path(data)
+    if (data / "annotations.jsonl").is_file():
+        from casiqa.data.folder import read_folder
+
+        rows = read_folder(data, split=split)
+    elif (data / "dataset_dict.json").is_file():
+        from datasets import load_from_disk
+
+        dd = load_from_disk(str(data))
+        if split not in dd:
+            raise DatasetFieldError(f"{data}: no split {split!r} (has {', '.join(dd)})")
+        rows = dd[split]
+    else:
+        raise FileNotFoundError(f"{data}: neither a datasets.DatasetDict (dataset_dict.json) nor an annotated folder "
+                                "(annotations.jsonl)")
+    if len(rows) == 0:
+        raise DatasetFieldError(f"{data}: split {split!r} is empty")
+    check_fields(rows[0], f"{data} [{split}]")
+    return rows
+
+
+def check_fields(row: dict, where: str) -> None:
+    missing = [k for k in REQUIRED if row.get(k) is None]
+    if missing:
+        raise DatasetFieldError(f"{where}: rows lack the field(s) {', '.join(missing)} that training needs")
+    for m in METRICS:
+        s = row["scores"].get(m) if isinstance(row["scores"], dict) else None
+        if not s or s.get("mos") is None:
+            raise DatasetFieldError(f"{where}: rows lack scores.{m}.mos")
+
+
+def _grey(value) -> np.ndarray | None:
+    """A row's image (PIL from datasets, or a path from a folder) as grey [H, W] in [0, 1]."""
+    if value is None:
+        return None
+    if isinstance(value, str | Path):
+        return load_angiogram(value)
+    return to_grey(value)
+
+
+def answer_json(row: dict) -> str:
+    """The assistant turn: what the Outlines grammar admits, key order and all, no whitespace."""
+    facts = row.get("facts") or {}
+    out = {}
+    for m in METRICS:
+        lines = facts.get(m) or []
+        text = to_explanation(lines) if lines else "no finding"
+        out[m] = {"level": level_of(float(row["scores"][m]["mos"])), "explanation": text}
+    return json.dumps(out, separators=(",", ":"))
+
+
+class Collator:
+    """Rows -> a padded batch with labels on the answer, pixel inputs and soft level targets."""
+
+    def __init__(self, processor, aux_drop: float = 0.3, use_aux: bool = True, seed: int = 0, train: bool = True):
+        from prompts import render
+
+        self.processor = processor
+        self.aux_drop, self.use_aux, self.train = aux_drop, use_aux, train
+        self.rng = random.Random(seed)
+        self.system = render("system.j2", metrics=METRICS, titles=METRIC_TITLES)
+        self._render = render
+
+    def aux_of(self, row: dict) -> list[str]:
+        if not self.use_aux:
+            return []
+        present = [r for r in ("live", "reference") if row.get(r) is not None]
+        if not self.train:
+            return present
+        return [r for r in present if self.rng.random() >= self.aux_drop]
+
+    def conversation(self, row: dict, aux: list[str]) -> list[dict]:
+        head = {m: {"level": level_of(float(row["scores"][m]["mos"])), "score": float(row["scores"][m]["mos"])} for m in METRICS}
+        content = [{"type": "image", "image_role": "target"}] + [{"type": "image", "image_role": r} for r in aux]
+        content.append({"type": "text", "text": self._render("assess.j2", aux=aux, head=head, metrics=METRICS)})
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": content},
+                {"role": "assistant", "content": answer_json(row)}]
+
+    def __call__(self, rows: list[dict]) -> dict:
+        tok = self.processor.tokenizer
+        texts, images, answers = [], [], []
+        for row in rows:
+            aux = self.aux_of(row)
+            texts.append(tok.apply_chat_template(self.conversation(row, aux), tokenize=False))
+            images.append([to_rgb(_grey(row["synthetic"]))] + [to_rgb(_grey(row[r])) for r in aux])
+            answers.append(len(tok.encode(answer_json(row) + "<|im_end|>\n", add_special_tokens=False)))
+        tok.padding_side = "right"
+        try:
+            batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+        finally:
+            tok.padding_side = "left"
+        labels = torch.full_like(batch["input_ids"], -100)
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        for i, (n, k) in enumerate(zip(lengths, answers, strict=True)):
+            labels[i, n - k : n] = batch["input_ids"][i, n - k : n]  # right padding: the answer ends each row
+        batch["labels"] = labels
+        mos = torch.tensor([[float(r["scores"][m]["mos"]) for m in METRICS] for r in rows])
+        std = torch.tensor([[float(r["scores"][m].get("std") or 0.0) for m in METRICS] for r in rows])
+        batch["level_targets"] = soft_levels(mos, std)
+        return dict(batch)

@@ -1,0 +1,98 @@
+"""Fine-tune CAS-IQA: TRL SFT on the answer + soft-label loss on the metric heads.
+
+    python -m finetune.sft --config finetune/recipes/tiny-cpu.yaml
+    python -m finetune.sft --config finetune/recipes/tiny-cpu.yaml --must false --output_dir runs/must-off
+    accelerate launch --config_file finetune/accelerate/zero2.yaml -m finetune.sft --config finetune/recipes/qwen2.5-vl-7b.yaml
+    python -m finetune.sft --config ... --resume_from_checkpoint runs/tiny-cpu/checkpoint-400
+
+`model_name_or_path: tiny` builds the tiny architecture from scratch; a hub id or local path of a
+Qwen2.5-VL model starts from it (MUST and heads new); a CAS-IQA directory continues training it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def build_model(args, model_args, training_args):
+    import torch
+
+    from casiqa.model import MustSettings
+    from casiqa.model.loading import TinySpec, build_tiny, from_base, load
+
+    must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router)
+    name = model_args.model_name_or_path or "tiny"
+    if name == "tiny":
+        spec = TinySpec(hidden=args.tiny_hidden, layers=args.tiny_layers, vision_depth=args.tiny_vision_depth,
+                        vision_hidden=args.tiny_vision_hidden, image_size=args.image_size, must=must)
+        return build_tiny(spec, seed=training_args.seed)
+    if (Path(name) / "config.json").is_file() and "casiqa" in (Path(name) / "config.json").read_text():
+        return load(name)
+    dtype = torch.bfloat16 if training_args.bf16 else None
+    return from_base(name, must=must, image_size=args.image_size, dtype=dtype,
+                     attn_implementation=model_args.attn_implementation)
+
+
+def lora_config(args, model_args):
+    if not model_args.use_peft:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
+                      target_modules=args.lora_target_regex, modules_to_save=list(args.lora_modules_to_save),
+                      task_type="CAUSAL_LM")
+
+
+def subset(rows, n: int):
+    return rows if not n or n >= len(rows) else (rows.select(range(n)) if hasattr(rows, "select") else rows[:n])
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from trl import ModelConfig, SFTConfig, TrlParser
+
+    from finetune.card import test_metrics, write_card
+    from finetune.config import CasIqaArguments
+    from finetune.data import Collator, load_rows
+    from finetune.trainer import CasIqaSFTTrainer
+
+    parser = TrlParser((CasIqaArguments, SFTConfig, ModelConfig))
+    args, training_args, model_args = parser.parse_args_and_config(argv)
+    if not torch.cuda.is_available():
+        training_args.bf16 = False  # SFTConfig defaults to bf16, which fails on CPU
+    training_args.remove_unused_columns = False          # keep scores for the head loss
+    training_args.dataset_kwargs = {"skip_prepare_dataset": True}  # the collator does the tokenising
+    training_args.max_length = None                      # truncation would cut image tokens
+
+    train = subset(load_rows(args.data, "train"), args.max_train_samples)
+    val = subset(load_rows(args.data, "validation"), args.eval_max_samples)
+    model, processor = build_model(args, model_args, training_args)
+    trainer = CasIqaSFTTrainer(
+        model=model, args=training_args, train_dataset=train, eval_dataset=val, processing_class=processor,
+        data_collator=Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed),
+        eval_collator=Collator(processor, use_aux=args.use_aux, train=False),
+        peft_config=lora_config(args, model_args), head_loss_weight=args.head_loss_weight,
+        lm_loss_weight=args.lm_loss_weight, head_warmup_steps=args.head_warmup_steps,
+    )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    out = Path(training_args.output_dir)
+    final = trainer.model
+    if hasattr(final, "merge_and_unload"):  # LoRA: keep the adapter, and export a merged model beside it
+        trainer.save_model(str(out / "adapter"))
+        final = final.merge_and_unload()
+    from casiqa.model.loading import save
+
+    save(final, processor, out)
+    results = {"validation": trainer.evaluate()}
+    if args.test_at_end:
+        results["test"] = test_metrics(final, processor, args)
+        write_card(out, args, training_args, model_args, results)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    print(json.dumps(results.get("test", results["validation"]), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
