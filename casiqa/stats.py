@@ -15,7 +15,8 @@ from scipy import optimize, stats
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
-    return (b1 - b2) / (1.0 + np.exp(-(x - b3) / (np.abs(b4) + 1e-12))) + b2
+    z = np.clip(-(x - b3) / (np.abs(b4) + 1e-12), -50.0, 50.0)  # exp overflows past ~700; the curve is flat there
+    return (b1 - b2) / (1.0 + np.exp(z)) + b2
 
 
 def fit_logistic(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
@@ -39,15 +40,24 @@ def krcc(pred, truth) -> float:
     return float(stats.kendalltau(pred, truth).statistic)
 
 
+MIN_FIT_POINTS = 5  # the logistic has 4 parameters: fewer points cannot constrain it
+
+
+def _mapped(pred: np.ndarray, truth: np.ndarray, fit: bool) -> np.ndarray:
+    if not fit or pred.size < MIN_FIT_POINTS:
+        return pred
+    return logistic4(pred, *fit_logistic(pred, truth))
+
+
 def plcc(pred, truth, fit: bool = True) -> float:
     pred, truth = np.asarray(pred, float), np.asarray(truth, float)
-    mapped = logistic4(pred, *fit_logistic(pred, truth)) if fit else pred
+    mapped = _mapped(pred, truth, fit)
     return float(stats.pearsonr(mapped, truth).statistic)
 
 
 def rmse(pred, truth, fit: bool = True) -> float:
     pred, truth = np.asarray(pred, float), np.asarray(truth, float)
-    mapped = logistic4(pred, *fit_logistic(pred, truth)) if fit else pred
+    mapped = _mapped(pred, truth, fit)
     return float(np.sqrt(np.mean((mapped - truth) ** 2)))
 
 

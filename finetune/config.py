@@ -28,8 +28,8 @@ class CasIqaArguments:
     tiny_vision_depth: int = 4
     tiny_vision_hidden: int = 128
     # LoRA targets: the language model's projections only (the vision MLP shares their names)
+    # (ModelConfig.lora_target_modules, when set, wins; lora_modules_to_save defaults to ["must"])
     lora_target_regex: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-    lora_modules_to_save: list[str] = field(default_factory=lambda: ["must"])
     test_at_end: bool = field(default=True, metadata={"help": "score the test split and write the model card"})
 
     def __post_init__(self) -> None:

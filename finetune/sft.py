@@ -41,8 +41,8 @@ def lora_config(args, model_args):
     from peft import LoraConfig
 
     return LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
-                      target_modules=args.lora_target_regex, modules_to_save=list(args.lora_modules_to_save),
-                      task_type="CAUSAL_LM")
+                      target_modules=model_args.lora_target_modules or args.lora_target_regex,
+                      modules_to_save=model_args.lora_modules_to_save or ["must"], task_type="CAUSAL_LM")
 
 
 def subset(rows, n: int):

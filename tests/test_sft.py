@@ -1,0 +1,85 @@
+"""python -m finetune.sft on a tiny model: weights move, checkpoints resume, bad data is named."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+SMALL = ["--tiny_hidden", "64", "--tiny_layers", "1", "--tiny_vision_depth", "2", "--tiny_vision_hidden", "32",
+         "--image_size", "112", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
+         "--logging_steps", "1", "--eval_steps", "100", "--warmup_steps", "0", "--test_at_end", "false", "--dataloader_num_workers", "0"]
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    from casiqa.phantom.build import BuildConfig, build
+    from casiqa.phantom.config import PhantomConfig
+
+    out = tmp_path_factory.mktemp("phantom")
+    build(PhantomConfig(size=128), BuildConfig(out=str(out), n=30, seed=5, workers=1), progress=False)
+    return out
+
+
+def _sft(*args):
+    from finetune.sft import main
+
+    return main(["--config", "finetune/recipes/tiny-cpu.yaml", *SMALL, *map(str, args)])
+
+
+def test_lora_steps_change_adapter_must_and_heads(phantom, tmp_path, monkeypatch):
+    from casiqa.paths import ROOT
+
+    monkeypatch.chdir(ROOT)
+    torch.manual_seed(0)
+    out = tmp_path / "lora"
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 3, "--use_peft", "true", "--lora_r", 4,
+                "--learning_rate", 5e-3, "--save_steps", 3) == 0
+    ckpt = load_file(out / "checkpoint-3" / "adapter_model.safetensors")
+    lora_b = [v for k, v in ckpt.items() if "lora_B" in k]
+    assert lora_b and all("language_model" in k for k in ckpt if "lora_" in k)
+    assert any(v.abs().sum() > 0 for v in lora_b)  # lora_B starts at zero: nonzero means it trained
+    # MUST (with the heads) is saved whole with the adapter, and it moved away from its initialisation
+    from casiqa.model.loading import TinySpec, build_tiny
+
+    fresh, _ = build_tiny(TinySpec(hidden=64, layers=1, vision_depth=2, vision_hidden=32, image_size=112), seed=0)
+    init = {k: v for k, v in fresh.state_dict().items() if ".must." in k}
+    saved = {k: v for k, v in ckpt.items() if ".must." in k}
+    head = [k for k in saved if "branches.0.head.3.weight" in k]
+    router = [k for k in saved if "router.proj.weight" in k]
+    assert head and router
+    for key in head + router:
+        original = init["model.must." + key.split(".must.", 1)[1].replace("modules_to_save.default.", "")]
+        assert not torch.allclose(saved[key], original)
+    # the merged export loads strictly and scores
+    from casiqa.model.loading import load
+
+    model, _ = load(out)
+    assert not hasattr(model, "peft_config")
+
+
+def test_resumed_run_continues_from_its_step(phantom, tmp_path, monkeypatch):
+    from casiqa.paths import ROOT
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "full"
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 2, "--save_steps", 2) == 0
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 4, "--save_steps", 2,
+                "--resume_from_checkpoint", out / "checkpoint-2") == 0
+    state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
+    steps = [e["step"] for e in state["log_history"] if "loss" in e]
+    assert state["global_step"] == 4 and steps == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 resumed
+
+
+def test_a_dataset_without_scores_is_named(tmp_path, monkeypatch):
+    from casiqa.paths import ROOT
+    from finetune.data import DatasetFieldError
+
+    monkeypatch.chdir(ROOT)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations.jsonl").write_text(json.dumps({"id": "a", "synthetic": "images/a.png", "split": "train"}) + "\n")
+    (tmp_path / "images" / "a.png").write_bytes(b"x")
+    from casiqa.data.folder import AnnotationError
+
+    with pytest.raises((DatasetFieldError, AnnotationError), match="scores"):
+        _sft("--data", tmp_path, "--output_dir", tmp_path / "o", "--max_steps", 1)
