@@ -45,11 +45,11 @@ def _commit() -> str:
         return "unknown"
 
 
-def write_card(out: Path, args, training_args, model_args, results: dict) -> None:
+def write_card(out: Path, args, training_args, model_args, results: dict, command: str = "") -> None:
     test = results.get("test", {})
     rows = "\n".join(f"| {m} | {test[m]['srcc']:.3f} | {test[m]['plcc']:.3f} | {test[m]['krcc']:.3f} | {test[m]['rmse']:.3f} |"
                      for m in METRICS if m in test)
-    recipe = getattr(training_args, "config", None) or "see trainer_state / results.json"
+    recipe = f"`{command}`" if command else "see results.json"
     text = f"""---
 library_name: transformers
 tags: [cas-iqa, angiography, image-quality-assessment, qwen2_5_vl]
@@ -62,7 +62,7 @@ artifact interference; 1..5, higher is better). Architecture: Qwen2.5-VL
 auxiliary images {'used' if args.use_aux else 'not used'}).
 
 - Data: `{args.data}` (CAS-Sim phantom or an annotated folder), train split; validation for model selection.
-- Recipe: {recipe}; seed {training_args.seed}; epochs {training_args.num_train_epochs}; learning rate {training_args.learning_rate}.
+- Command: {recipe}; seed {training_args.seed}; steps {training_args.max_steps}; learning rate {training_args.learning_rate}.
 - Code: commit {_commit()}.
 
 ## Test split ({test.get('n', 0)} cases never seen in training), heads' expected scores vs MOS

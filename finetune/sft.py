@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {"validation": trainer.evaluate()}
     if args.test_at_end:
         results["test"] = test_metrics(final, processor, args)
-        write_card(out, args, training_args, model_args, results)
+        command = "python -m finetune.sft " + " ".join(argv if argv is not None else sys.argv[1:])
+        write_card(out, args, training_args, model_args, results, command=command)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results.get("test", results["validation"]), indent=2))
     return 0

@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 SMALL = ["--tiny_hidden", "64", "--tiny_layers", "1", "--tiny_vision_depth", "2", "--tiny_vision_hidden", "32",
          "--image_size", "112", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-         "--logging_steps", "1", "--eval_steps", "100", "--warmup_steps", "0", "--test_at_end", "false", "--dataloader_num_workers", "0"]
+         "--logging_steps", "1", "--eval_steps", "100", "--warmup_steps", "0", "--test_at_end", "false",
+         "--dataloader_num_workers", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,8 @@ def test_a_dataset_without_scores_is_named(tmp_path, monkeypatch):
 
     monkeypatch.chdir(ROOT)
     (tmp_path / "images").mkdir()
-    (tmp_path / "annotations.jsonl").write_text(json.dumps({"id": "a", "synthetic": "images/a.png", "split": "train"}) + "\n")
+    row = {"id": "a", "synthetic": "images/a.png", "split": "train"}
+    (tmp_path / "annotations.jsonl").write_text(json.dumps(row) + "\n")
     (tmp_path / "images" / "a.png").write_bytes(b"x")
     from casiqa.data.folder import AnnotationError
 
