@@ -11,63 +11,14 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from casiqa.imaging import load_angiogram, to_grey, to_rgb
+from casiqa.data.rows import DatasetFieldError, grey_image, load_rows  # noqa: F401  (re-exported)
+from casiqa.imaging import to_rgb
 from casiqa.metrics import METRIC_TITLES, METRICS, level_of
 from casiqa.model.levels import soft_levels
 from casiqa.schema import to_explanation
-
-REQUIRED = ("synthetic", "scores")
-
-
-class DatasetFieldError(ValueError):
-    """A training set without a field the trainer needs."""
-
-
-def load_rows(data: str | Path, split: str):
-    """A split of a phantom DatasetDict (save_to_disk) or of an annotated folder."""
-    data = Path(data)
-    if (data / "annotations.jsonl").is_file():
-        from casiqa.data.folder import read_folder
-
-        rows = read_folder(data, split=split)
-    elif (data / "dataset_dict.json").is_file():
-        from datasets import load_from_disk
-
-        dd = load_from_disk(str(data))
-        if split not in dd:
-            raise DatasetFieldError(f"{data}: no split {split!r} (has {', '.join(dd)})")
-        rows = dd[split]
-    else:
-        raise FileNotFoundError(f"{data}: neither a datasets.DatasetDict (dataset_dict.json) nor an annotated folder "
-                                "(annotations.jsonl)")
-    if len(rows) == 0:
-        raise DatasetFieldError(f"{data}: split {split!r} is empty")
-    check_fields(rows[0], f"{data} [{split}]")
-    return rows
-
-
-def check_fields(row: dict, where: str) -> None:
-    missing = [k for k in REQUIRED if row.get(k) is None]
-    if missing:
-        raise DatasetFieldError(f"{where}: rows lack the field(s) {', '.join(missing)} that training needs")
-    for m in METRICS:
-        s = row["scores"].get(m) if isinstance(row["scores"], dict) else None
-        if not s or s.get("mos") is None:
-            raise DatasetFieldError(f"{where}: rows lack scores.{m}.mos")
-
-
-def _grey(value) -> np.ndarray | None:
-    """A row's image (PIL from datasets, or a path from a folder) as grey [H, W] in [0, 1]."""
-    if value is None:
-        return None
-    if isinstance(value, str | Path):
-        return load_angiogram(value)
-    return to_grey(value)
 
 
 def answer_json(row: dict) -> str:
@@ -114,7 +65,7 @@ class Collator:
         for row in rows:
             aux = self.aux_of(row)
             texts.append(tok.apply_chat_template(self.conversation(row, aux), tokenize=False))
-            images.append([to_rgb(_grey(row["synthetic"]))] + [to_rgb(_grey(row[r])) for r in aux])
+            images.append([to_rgb(grey_image(row["synthetic"]))] + [to_rgb(grey_image(row[r])) for r in aux])
             answers.append(len(tok.encode(answer_json(row) + "<|im_end|>\n", add_special_tokens=False)))
         tok.padding_side = "right"
         try:

@@ -15,6 +15,7 @@ MODEL_TYPE = "casiqa_qwen2_5_vl"
 class MustSettings:
     enabled: bool = True                     # False: plain VLM + heads on pooled target tokens (ablation)
     depths: list[int] = field(default_factory=lambda: [1])  # vision blocks whose outputs add paths
+    embed_path: bool = True                  # the patch embedding (depth 0: near-pixel detail) adds a path
     cross_attention: bool = True             # target tokens also attend to all aux tokens
     heads: int = 4                           # attention heads of that cross-attention
     router: Literal["soft", "topk"] = "soft"

@@ -71,7 +71,7 @@ class CasIqaModel(Qwen2_5_VLModel):
         settings = config.must_settings()
         self.must_depths = sorted({d % vc.depth for d in settings.depths})
         self.must = Must(settings, dim=vc.out_hidden_size, patch_dim=vc.hidden_size * vc.spatial_merge_size**2,
-                         metrics=METRICS, n_levels=len(LEVELS))
+                         metrics=METRICS, n_levels=len(LEVELS), n_paths=len(self.must_depths) + int(settings.embed_path))
         self.post_init()
 
     def _init_weights(self, module):
@@ -79,12 +79,16 @@ class CasIqaModel(Qwen2_5_VLModel):
         _init_must(module)
 
     def get_image_features(self, pixel_values, image_grid_thw=None, roles=None, samples=None, batch_size=None, **kwargs):
-        captured: dict[int, torch.Tensor] = {}
-        hooks = [
-            self.visual.blocks[d].register_forward_hook(
-                lambda _m, _i, out, d=d: captured.__setitem__(d, out[0] if isinstance(out, tuple) else out))
-            for d in self.must_depths
-        ] if self.must.settings.enabled else []
+        captured: dict[int | str, torch.Tensor] = {}
+
+        def keep(key):
+            return lambda _m, _i, out: captured.__setitem__(key, out[0] if isinstance(out, tuple) else out)
+
+        hooks = []
+        if self.must.settings.enabled:
+            hooks = [self.visual.blocks[d].register_forward_hook(keep(d)) for d in self.must_depths]
+            if self.must.settings.embed_path:
+                hooks.append(self.visual.patch_embed.register_forward_hook(keep("embed")))
         try:
             vision = self.visual(pixel_values.type(self.visual.dtype), grid_thw=image_grid_thw, **kwargs)
         finally:
@@ -95,12 +99,15 @@ class CasIqaModel(Qwen2_5_VLModel):
         final = list(torch.split(vision.pooler_output, split))                          # per image [N_i, D]
         paths: list[list[torch.Tensor]] = [[] for _ in split]
         if captured:
-            # block outputs are in window order at patch level: regroup 2x2 units, undo the window permutation
+            # block outputs are in window order at patch level: regroup 2x2 units, undo the window
+            # permutation; the patch embedding comes before that permutation
             window_index, _ = get_vision_window_index(image_grid_thw, merge, self.visual.window_size, self.visual.patch_size)
             reverse = torch.argsort(window_index).to(vision.pooler_output.device)
-            for d in self.must_depths:
-                x = captured[d]
-                merged = x.reshape(-1, x.shape[-1] * merge**2)[reverse]                  # [sum N_i, 4C]
+            keys = (["embed"] if "embed" in captured else []) + list(self.must_depths)
+            for key in keys:
+                x = captured[key]
+                merged = x.reshape(-1, x.shape[-1] * merge**2)                            # [sum N_i, 4C]
+                merged = merged if key == "embed" else merged[reverse]
                 for i, chunk in enumerate(torch.split(merged, split)):
                     paths[i].append(chunk)
         grids = [(h // merge, w // merge) for _, h, w in image_grid_thw.tolist()]

@@ -127,12 +127,13 @@ class MetricBranch(nn.Module):
 
 
 class Must(nn.Module):
-    def __init__(self, settings: MustSettings, dim: int, patch_dim: int, metrics: tuple[str, ...], n_levels: int):
+    def __init__(self, settings: MustSettings, dim: int, patch_dim: int, metrics: tuple[str, ...], n_levels: int,
+                 n_paths: int):
         super().__init__()
         self.settings = settings
         self.metrics = metrics
         if settings.enabled:
-            self.depth = DepthFusion(len(settings.depths), patch_dim, dim)
+            self.depth = DepthFusion(n_paths, patch_dim, dim)
             self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
             self.router = Router(dim, len(metrics), settings)
             self.branches = nn.ModuleList(MetricBranch(dim, settings.hidden, n_levels) for _ in metrics)

@@ -1,0 +1,1 @@
+"""Evaluation runs: schema-validated outputs, IQA statistics, baselines, ablations, reports."""

@@ -1,0 +1,90 @@
+"""report.md for an eval run: the side-by-side table, validity and latency, and plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from casiqa.metrics import LEVELS, METRIC_TITLES, METRICS
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def table(systems: dict) -> str:
+    """Markdown: one row per system, SRCC / PLCC per metric."""
+    head = "| system | " + " | ".join(f"{METRIC_TITLES[m]} SRCC / PLCC" for m in METRICS) + " |"
+    lines = [head, "|" + "---|" * (len(METRICS) + 1)]
+    for name, per_metric in systems.items():
+        cells = [f"{per_metric[m]['srcc']:.3f} / {per_metric[m]['plcc']:.3f}" for m in METRICS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def scatter(path: Path, pred: np.ndarray, truth: np.ndarray, stats: dict) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.4))
+    for j, m in enumerate(METRICS):
+        ax = axes[j]
+        ax.scatter(truth[:, j], pred[:, j], s=8, alpha=0.5)
+        ax.plot([1, 5], [1, 5], "k--", lw=0.8)
+        ax.set_xlim(0.9, 5.1)
+        ax.set_ylim(0.9, 5.1)
+        ax.set_xlabel("ground-truth MOS")
+        ax.set_ylabel("predicted score")
+        ax.set_title(f"{METRIC_TITLES[m]}: SRCC {stats[m]['srcc']:.3f}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def confusions(path: Path, matrices: dict) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(METRICS), figsize=(5 * len(METRICS), 4.4))
+    for j, m in enumerate(METRICS):
+        c = np.array(matrices[m])
+        ax = axes[j]
+        ax.imshow(c, cmap="Blues")
+        for (r, k), v in np.ndenumerate(c):
+            ax.text(k, r, str(v), ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(5), LEVELS, rotation=45, fontsize=8)
+        ax.set_yticks(range(5), LEVELS, fontsize=8)
+        ax.set_xlabel("predicted level")
+        ax.set_ylabel("true level")
+        ax.set_title(METRIC_TITLES[m], fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def write_report(out: Path, metrics: dict, systems: dict) -> None:
+    lines = [f"# Eval: {metrics['model']} on {metrics['data']} [{metrics['split']}]", "",
+             f"{metrics['n_rows']} rows; schema-valid outputs {metrics['schema_valid_rate']:.1%}; "
+             f"latency per image p50 {metrics['latency']['p50_s']} s, p95 {metrics['latency']['p95_s']} s; "
+             f"wall time {metrics['wall_time_s']} s.", "", table(metrics["systems"]), ""]
+    main = metrics["systems"].get("CAS-IQA")
+    if main:
+        lines += ["CAS-IQA with bootstrap 95 % intervals:", "", "| metric | SRCC | KRCC | PLCC | RMSE | level acc. |",
+                  "|---|---|---|---|---|---|"]
+        for m in METRICS:
+            s = main[m]
+            ci = s.get("ci95", {})
+            lines.append(f"| {m} | {s['srcc']:.3f} {ci.get('srcc', '')} | {s['krcc']:.3f} {ci.get('krcc', '')} | "
+                         f"{s['plcc']:.3f} {ci.get('plcc', '')} | {s['rmse']:.3f} | {s['level_accuracy']:.3f} |")
+        lines.append("")
+    if metrics["invalid"]:
+        lines += ["Invalid outputs (first 20):", ""] + [f"- {x['id']}: {x['error']}" for x in metrics["invalid"]] + [""]
+    lines += ["PLCC and RMSE after the 4-parameter logistic fit (VQEG); SRCC/KRCC/PLCC by scipy.", "", "## Plots", ""]
+    if "CAS-IQA" in systems:
+        pred, truth = systems["CAS-IQA"]
+        scatter(out / "scatter.png", pred, truth, main)
+        confusions(out / "confusion.png", metrics["confusion"])
+        lines += ["![predicted vs ground truth](scatter.png)", "", "![level confusion](confusion.png)", ""]
+    (out / "report.md").write_text("\n".join(lines))

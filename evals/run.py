@@ -1,0 +1,188 @@
+"""Evaluate an assessor on a phantom split or an annotated folder, with baselines and ablations.
+
+    python -m evals.run --model models/cas-iqa-tiny --data data/phantom --split test --out results/eval
+    python -m evals.run --config evals/configs/phantom-test.yaml
+    python -m evals.run ... --ablations must-off=runs/must-off,aux-off=runs/aux-off --baselines brisque,cnn
+
+Writes results.jsonl (one line per row: raw output, schema validity and error, ground truth,
+latency; a rerun skips finished rows), metrics.json (SRCC/KRCC/PLCC/RMSE with bootstrap 95 %
+intervals, level accuracy, schema-valid rate, latency) and report.md with plots.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import ValidationError
+from tqdm import tqdm
+
+from casiqa.data.rows import grey_image, load_rows
+from casiqa.inputs import AssessInput
+from casiqa.metrics import METRICS
+from casiqa.schema import Assessment
+from evals.results import ResultsWriter, read_done
+from evals.scoring import confusion, latency, metric_table
+
+
+@dataclass
+class EvalConfig:
+    model: str = field(default="", metadata={"help": "model directory (default: the shipped model)"})
+    data: str = "data/phantom"
+    split: str = "test"
+    out: str = "results/eval"
+    generate: bool = field(default=True, metadata={"help": "full JSON with explanations (False: heads only)"})
+    aux: Literal["all", "none"] = "all"
+    batch_size: int = 8
+    max_samples: int = 0
+    baselines: str = field(default="brisque,cnn", metadata={"help": "comma list of brisque, cnn; empty for none"})
+    ablations: str = field(default="", metadata={"help": "name=model_dir,... scored heads-only on the same rows"})
+    no_reference: bool = field(default=True, metadata={"help": "also score the model without auxiliary images"})
+    bootstrap: int = 1000
+    seed: int = 0
+
+
+def to_input(row: dict, aux: str) -> AssessInput:
+    get = (lambda k: grey_image(row.get(k))) if aux == "all" else (lambda k: None)
+    return AssessInput(grey_image(row["synthetic"]), live=get("live"), reference=get("reference"), name=str(row["id"]))
+
+
+def truth_of(row: dict) -> dict[str, float]:
+    return {m: float(row["scores"][m]["mos"]) for m in METRICS}
+
+
+def validate(raw: str) -> tuple[dict | None, str | None]:
+    """(parsed assessment, None) or (None, the validation error) for one raw output."""
+    try:
+        return Assessment.model_validate_json(raw).model_dump(mode="json"), None
+    except ValidationError as e:
+        return None, str(e).splitlines()[0] + f" ({e.error_count()} error(s))"
+
+
+def evaluate_model(assessor, rows, cfg: EvalConfig, out: Path) -> dict[str, dict]:
+    """Run the assessor on every row not yet in results.jsonl; returns all rows' results."""
+    path = out / "results.jsonl"
+    done = read_done(path)
+    todo = [r for r in rows if str(r["id"]) not in done]
+    writer = ResultsWriter(path)
+    try:
+        for start in tqdm(range(0, len(todo), cfg.batch_size), desc=f"assess ({len(done)} done)", unit="batch"):
+            chunk = todo[start : start + cfg.batch_size]
+            t0 = time.perf_counter()
+            try:
+                reports = assessor.assess([to_input(x, cfg.aux) for x in chunk], generate=cfg.generate)
+                outputs = [r.model_dump_json() for r in reports]
+                failure = None
+            except Exception as e:  # a failed batch is recorded row by row, the run goes on
+                outputs, failure = [None] * len(chunk), f"{type(e).__name__}: {e}"
+            per_row = (time.perf_counter() - t0) / len(chunk)
+            for row, raw in zip(chunk, outputs, strict=True):
+                parsed, error = validate(raw) if raw is not None else (None, failure)
+                result = {"id": str(row["id"]), "raw": raw, "valid": parsed is not None, "error": error,
+                          "truth": truth_of(row), "latency_s": round(per_row, 4),
+                          "pred": {m: parsed["metrics"][m]["score"] for m in METRICS} if parsed else None,
+                          "levels": {m: parsed["metrics"][m]["level"] for m in METRICS} if parsed else None}
+                writer.write(result)
+                done[result["id"]] = result
+    finally:
+        writer.close()
+    return done
+
+
+def side_predictions(name: str, rows, out: Path, compute) -> np.ndarray:
+    """Predictions [N, M] of a baseline or ablation, cached in side/NAME.json (resume)."""
+    path = out / "side" / f"{name}.json"
+    ids = [str(r["id"]) for r in rows]
+    if path.is_file():
+        cached = json.loads(path.read_text())
+        if cached.get("ids") == ids:
+            return np.array(cached["pred"])
+    pred = np.asarray(compute(), dtype=float)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"ids": ids, "pred": pred.tolist()}))
+    return pred
+
+
+def heads_only(model_dir: str, rows, aux: str, batch_size: int) -> np.ndarray:
+    from casiqa.assessor import Assessor
+
+    assessor = Assessor.load(model_dir, batch_size=batch_size)
+    preds = []
+    for start in tqdm(range(0, len(rows), batch_size), desc=f"heads {Path(model_dir).name} aux={aux}", unit="batch"):
+        heads = assessor.heads([to_input(r, aux) for r in rows[start : start + batch_size]])
+        preds.extend([[h.score[m] for m in METRICS] for h in heads])
+    return np.array(preds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from casiqa.assessor import Assessor
+    from casiqa.cli import parse_config
+    from casiqa.paths import DEFAULT_MODEL
+    from evals import baselines as bl
+    from evals.report import write_report
+
+    (cfg,) = parse_config((EvalConfig,), argv, description=__doc__.splitlines()[0])
+    model_dir = cfg.model or str(DEFAULT_MODEL)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    rows = load_rows(cfg.data, cfg.split)
+    rows = [rows[i] for i in range(len(rows) if not cfg.max_samples else min(cfg.max_samples, len(rows)))]
+    t0 = time.perf_counter()
+    results = evaluate_model(Assessor.load(model_dir, batch_size=cfg.batch_size), rows, cfg, out)
+    ordered = [results[str(r["id"])] for r in rows]
+    valid = [r for r in ordered if r["valid"]]
+    truth_all = np.array([[r["truth"][m] for m in METRICS] for r in ordered])
+    systems = {}
+    if valid:
+        systems["CAS-IQA"] = (np.array([[r["pred"][m] for m in METRICS] for r in valid]),
+                              np.array([[r["truth"][m] for m in METRICS] for r in valid]))
+    side = {}
+    if cfg.no_reference and cfg.aux == "all":
+        side["CAS-IQA, no reference (heads)"] = lambda: heads_only(model_dir, rows, "none", cfg.batch_size)
+    for item in filter(None, cfg.ablations.split(",")):
+        name, _, path = item.partition("=")
+        side[f"ablation {name} (heads)"] = lambda p=path: heads_only(p, rows, cfg.aux, cfg.batch_size)
+    needs_train = [b for b in filter(None, cfg.baselines.split(","))]
+    train = load_rows(cfg.data, "train") if needs_train else None
+    for b in needs_train:
+        if b == "brisque":
+            side["BRISQUE + kernel ridge"] = lambda: bl.brisque_baseline(train, rows, progress=_bar)
+        elif b == "cnn":
+            side["small CNN (no LM)"] = lambda: bl.cnn_baseline(train, rows, use_aux=cfg.aux == "all", progress=_bar)
+        else:
+            raise SystemExit(f"error: unknown baseline {b!r} (brisque, cnn)")
+    for name, compute in side.items():
+        systems[name] = (side_predictions(_slug(name), rows, out, compute), truth_all)
+    metrics = {
+        "model": model_dir, "data": cfg.data, "split": cfg.split, "n_rows": len(ordered),
+        "schema_valid_rate": round(len(valid) / max(len(ordered), 1), 4),
+        "invalid": [{"id": r["id"], "error": r["error"]} for r in ordered if not r["valid"]][:20],
+        "latency": latency([r["latency_s"] for r in ordered]),
+        "systems": {name: metric_table(p, t, cfg.bootstrap if name == "CAS-IQA" else 0, cfg.seed)
+                    for name, (p, t) in systems.items()},
+        "confusion": {m: confusion(systems["CAS-IQA"][0][:, j], systems["CAS-IQA"][1][:, j])
+                      for j, m in enumerate(METRICS)} if "CAS-IQA" in systems else {},
+        "wall_time_s": round(time.perf_counter() - t0, 1),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    write_report(out, metrics, systems)
+    print((out / "report.md").read_text().split("## Plots")[0])
+    return 0
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+def _bar(iterable, desc):
+    return tqdm(iterable, desc=desc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Per-metric agreement with bootstrap intervals, level accuracy, validity and latency (pure)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from casiqa.metrics import METRICS, level_index
+from casiqa.stats import agreement, krcc, plcc, srcc
+
+
+def bootstrap_ci(pred: np.ndarray, truth: np.ndarray, n: int, seed: int = 0) -> dict[str, list[float]]:
+    """95 % percentile intervals of SRCC, KRCC and PLCC over `n` resamples of the rows."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {"srcc": [], "krcc": [], "plcc": []}
+    for _ in range(n):
+        idx = rng.integers(0, len(pred), len(pred))
+        p, t = pred[idx], truth[idx]
+        if np.ptp(p) == 0 or np.ptp(t) == 0:
+            continue
+        draws["srcc"].append(srcc(p, t))
+        draws["krcc"].append(krcc(p, t))
+        draws["plcc"].append(plcc(p, t))
+    return {k: [round(float(np.percentile(v, 2.5)), 4), round(float(np.percentile(v, 97.5)), 4)] if v else [None, None]
+            for k, v in draws.items()}
+
+
+def level_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
+    p = np.array([level_index(float(np.clip(x, 1, 5))) for x in pred])
+    t = np.array([level_index(float(x)) for x in truth])
+    return float((p == t).mean())
+
+
+def confusion(pred: np.ndarray, truth: np.ndarray) -> list[list[int]]:
+    """5 x 5 counts, rows = true level, columns = predicted level."""
+    out = np.zeros((5, 5), int)
+    for p, t in zip(pred, truth, strict=True):
+        out[level_index(float(t)), level_index(float(np.clip(p, 1, 5)))] += 1
+    return out.tolist()
+
+
+def metric_table(pred: np.ndarray, truth: np.ndarray, n_boot: int = 0, seed: int = 0) -> dict:
+    """pred, truth [N, M] -> per metric statistics (with CIs when n_boot > 0)."""
+    out = {}
+    for j, m in enumerate(METRICS):
+        row = {k: round(v, 4) for k, v in agreement(pred[:, j], truth[:, j]).items()}
+        row["level_accuracy"] = round(level_accuracy(pred[:, j], truth[:, j]), 4)
+        row["n"] = int(len(pred))
+        if n_boot:
+            row["ci95"] = bootstrap_ci(pred[:, j], truth[:, j], n_boot, seed)
+        out[m] = row
+    return out
+
+
+def latency(seconds: list[float]) -> dict[str, float]:
+    if not seconds:
+        return {"p50_s": None, "p95_s": None}
+    return {"p50_s": round(float(np.percentile(seconds, 50)), 4), "p95_s": round(float(np.percentile(seconds, 95)), 4)}
