@@ -61,7 +61,9 @@ def validate(raw: str) -> tuple[dict | None, str | None]:
     try:
         return Assessment.model_validate_json(raw).model_dump(mode="json"), None
     except ValidationError as e:
-        return None, str(e).splitlines()[0] + f" ({e.error_count()} error(s))"
+        first = e.errors()[0]
+        where = ".".join(str(x) for x in first["loc"]) or "output"
+        return None, f"{where}: {first['msg']} ({e.error_count()} error(s))"
 
 
 def evaluate_model(assessor, rows, cfg: EvalConfig, out: Path) -> dict[str, dict]:

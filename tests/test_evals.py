@@ -1,0 +1,126 @@
+"""Eval runs: standard statistics, resumable results, invalid outputs counted, the full command."""
+
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from casiqa.metrics import METRICS
+from casiqa.stats import agreement, fit_logistic, logistic4, plcc
+from evals.results import read_done
+from evals.run import EvalConfig, evaluate_model
+from evals.scoring import bootstrap_ci, confusion, level_accuracy
+
+
+def test_statistics_match_scipy():
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(1, 5, 200)
+    pred = truth + rng.normal(0, 0.5, 200)
+    a = agreement(pred, truth)
+    assert a["srcc"] == pytest.approx(stats.spearmanr(pred, truth).statistic)
+    assert a["krcc"] == pytest.approx(stats.kendalltau(pred, truth).statistic)
+    assert plcc(pred, truth, fit=False) == pytest.approx(stats.pearsonr(pred, truth).statistic)
+    assert a["plcc"] >= plcc(pred, truth, fit=False) - 1e-6  # the logistic map can only help the fit
+    assert bootstrap_ci(pred, truth, 200)["srcc"][0] < a["srcc"] < bootstrap_ci(pred, truth, 200)["srcc"][1]
+
+
+def test_logistic_fit_recovers_a_synthetic_curve():
+    x = np.linspace(-3, 3, 300)
+    true = (4.0, 1.0, 0.5, 0.7)
+    y = logistic4(x, *true) + np.random.default_rng(1).normal(0, 0.01, x.size)
+    b1, b2, b3, b4 = fit_logistic(x, y)
+    assert (b1, b2, b3, abs(b4)) == pytest.approx(true, abs=0.05)
+    assert plcc(x, y) > 0.999 > plcc(x, y, fit=False)
+
+
+def test_levels_accuracy_and_confusion():
+    pred, truth = np.array([1.2, 2.6, 4.9, 3.4]), np.array([1.0, 3.0, 5.0, 2.0])
+    assert level_accuracy(pred, truth) == 0.75
+    c = np.array(confusion(pred, truth))
+    assert c.sum() == 4 and c[1, 2] == 1 and np.trace(c) == 3
+
+
+class FakeReport:
+    def __init__(self, text):
+        self.text = text
+
+    def model_dump_json(self):
+        return self.text
+
+
+class FakeAssessor:
+    """Returns a valid report, or invalid JSON for ids in `bad`, and counts what it assessed."""
+
+    def __init__(self, bad=(), fail_after=None):
+        self.bad, self.fail_after, self.seen = set(bad), fail_after, []
+
+    def assess(self, inputs, generate=True):
+        if self.fail_after is not None and len(self.seen) >= self.fail_after:
+            raise KeyboardInterrupt  # the run is killed
+        out = []
+        for inp in inputs:
+            self.seen.append(inp.name)
+            m = {"score": 3.2, "level": "fair", "confidence": 0.5, "explanation": "no artefacts", "evidence": []}
+            report = {"metrics": {k: m for k in METRICS}, "model_id": "fake"}
+            if inp.name in self.bad:
+                report["metrics"]["guidewire_visibility"] = dict(m, level="excellent")  # contradicts its score
+            out.append(FakeReport(json.dumps(report)))
+        return out
+
+
+def _rows(n):
+    img = np.full((32, 32), 0.5, np.float32)
+    return [{"id": f"r{i}", "synthetic": _PIL(img), "scores": {m: {"mos": 1 + (i % 5)} for m in METRICS}} for i in range(n)]
+
+
+def _PIL(a):
+    from PIL import Image
+
+    return Image.fromarray((a * 255).astype(np.uint8))
+
+
+def test_resume_after_interruption_loses_and_duplicates_nothing(tmp_path):
+    rows, cfg = _rows(10), EvalConfig(batch_size=3, generate=False)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_model(FakeAssessor(fail_after=6), rows, cfg, tmp_path)
+    path = tmp_path / "results.jsonl"
+    with path.open("a") as fh:
+        fh.write('{"id": "r9", "cut')  # a line cut off mid-write by the kill
+    assert sorted(read_done(path)) == ["r0", "r1", "r2", "r3", "r4", "r5"]
+    again = FakeAssessor()
+    done = evaluate_model(again, rows, cfg, tmp_path)
+    assert again.seen == ["r6", "r7", "r8", "r9"]
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert sorted(x["id"] for x in lines) == sorted(f"r{i}" for i in range(10)) and len(done) == 10
+
+
+def test_an_invalid_output_is_counted_not_fatal(tmp_path):
+    done = evaluate_model(FakeAssessor(bad={"r2"}), _rows(5), EvalConfig(batch_size=2, generate=False), tmp_path)
+    assert [done[f"r{i}"]["valid"] for i in range(5)] == [True, True, False, True, True]
+    assert "contradicts score" in done["r2"]["error"] and done["r2"]["pred"] is None
+
+
+def test_eval_command_end_to_end(tmp_path, tiny_dir):
+    from casiqa.phantom.build import BuildConfig, build
+    from casiqa.phantom.config import PhantomConfig
+    from evals.compare import main as compare
+    from evals.run import main
+
+    data = tmp_path / "data"
+    build(PhantomConfig(size=128), BuildConfig(out=str(data), n=45, seed=9, workers=1), progress=False)
+    out = tmp_path / "run"
+    args = ["--model", str(tiny_dir), "--data", str(data), "--out", str(out), "--generate", "false",
+            "--bootstrap", "50", "--baselines", "brisque", "--ablations", f"same={tiny_dir}"]
+    assert main(args) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    from casiqa.data.rows import load_rows
+
+    n_test = len(load_rows(data, "test"))
+    assert metrics["schema_valid_rate"] == 1.0 and metrics["n_rows"] == n_test
+    expected = {"CAS-IQA", "CAS-IQA, no reference (heads)", "ablation same (heads)", "BRISQUE + kernel ridge"}
+    assert expected <= set(metrics["systems"])
+    assert (out / "scatter.png").is_file() and "| system |" in (out / "report.md").read_text()
+    assert main(args) == 0  # a rerun resumes: nothing left to assess
+    assert len((out / "results.jsonl").read_text().splitlines()) == n_test
+    assert compare([str(out)]) == 0
