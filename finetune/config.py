@@ -19,6 +19,8 @@ class CasIqaArguments:
     head_loss_weight: float = 1.0
     lm_loss_weight: float = 1.0
     head_warmup_steps: int = field(default=0, metadata={"help": "first steps train vision + MUST + heads only"})
+    evidence_loss_weight: float = field(default=0.0, metadata={
+        "help": "weight of the router's per-token BCE against failure boxes (phantom rows record them)"})
     # data sizes
     max_train_samples: int = 0
     eval_max_samples: int = 300

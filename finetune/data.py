@@ -32,6 +32,35 @@ def answer_json(row: dict) -> str:
     return json.dumps(out, separators=(",", ":"))
 
 
+def failure_list(row: dict) -> list[dict] | None:
+    """A row's failures (phantom rows store them as JSON text), or None when it has none recorded."""
+    failures = row.get("failures")
+    if failures is None:
+        return None
+    return json.loads(failures) if isinstance(failures, str) else list(failures)
+
+
+def evidence_targets(rows: list[dict], grid_thw: torch.Tensor, images_per_row: list[int]) -> torch.Tensor:
+    """[B, M, H, W] per target-token maps: 1 where the token centre lies in a box of a failure of
+    that metric, 0 elsewhere, -1 for padding and rows without failure records (ignored)."""
+    starts = [sum(images_per_row[:b]) for b in range(len(rows))]            # index of each row's target image
+    grids = [(int(grid_thw[i, 1]) // 2, int(grid_thw[i, 2]) // 2) for i in starts]
+    h_max, w_max = max(g[0] for g in grids), max(g[1] for g in grids)
+    out = torch.full((len(rows), len(METRICS), h_max, w_max), -1.0)
+    for b, (row, (h, w)) in enumerate(zip(rows, grids, strict=True)):
+        failures = failure_list(row)
+        if failures is None:
+            continue
+        out[b, :, :h, :w] = 0.0
+        cy = (torch.arange(h) + 0.5) / h
+        cx = (torch.arange(w) + 0.5) / w
+        for f in failures:
+            x0, y0, x1, y1 = f["bbox"]
+            inside = ((cy >= y0) & (cy <= y1))[:, None] & ((cx >= x0) & (cx <= x1))[None, :]
+            out[b, METRICS.index(f["metric"]), :h, :w][inside] = 1.0
+    return out
+
+
 class Collator:
     """Rows -> a padded batch with labels on the answer, pixel inputs and soft level targets."""
 
@@ -61,9 +90,10 @@ class Collator:
 
     def __call__(self, rows: list[dict]) -> dict:
         tok = self.processor.tokenizer
-        texts, images, answers = [], [], []
+        texts, images, answers, auxes = [], [], [], []
         for row in rows:
             aux = self.aux_of(row)
+            auxes.append(aux)
             texts.append(tok.apply_chat_template(self.conversation(row, aux), tokenize=False))
             images.append([to_rgb(grey_image(row["synthetic"]))] + [to_rgb(grey_image(row[r])) for r in aux])
             answers.append(len(tok.encode(answer_json(row) + "<|im_end|>\n", add_special_tokens=False)))
@@ -77,6 +107,7 @@ class Collator:
         for i, (n, k) in enumerate(zip(lengths, answers, strict=True)):
             labels[i, n - k : n] = batch["input_ids"][i, n - k : n]  # right padding: the answer ends each row
         batch["labels"] = labels
+        batch["evidence_targets"] = evidence_targets(rows, batch["image_grid_thw"], [1 + len(a) for a in auxes])
         mos = torch.tensor([[float(r["scores"][m]["mos"]) for m in METRICS] for r in rows])
         std = torch.tensor([[float(r["scores"][m].get("std") or 0.0) for m in METRICS] for r in rows])
         batch["level_targets"] = soft_levels(mos, std)

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_collator=Collator(processor, use_aux=args.use_aux, train=False),
         peft_config=lora_config(args, model_args), head_loss_weight=args.head_loss_weight,
         lm_loss_weight=args.lm_loss_weight, head_warmup_steps=args.head_warmup_steps,
+        evidence_loss_weight=args.evidence_loss_weight,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     out = Path(training_args.output_dir)

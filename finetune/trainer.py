@@ -14,7 +14,7 @@ import torch
 from trl import SFTTrainer
 
 from casiqa.metrics import METRICS
-from casiqa.model.levels import expected_score, soft_label_loss
+from casiqa.model.levels import evidence_loss, expected_score, soft_label_loss
 from casiqa.model.modeling import image_roles
 from casiqa.stats import agreement
 
@@ -25,36 +25,51 @@ def unwrap(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def head_logits(model, batch: dict) -> torch.Tensor:
-    """Level logits [B, M, L] from images only (no language model)."""
+def image_heads(model, batch: dict):
+    """MUST image outputs (level logits [B, M, L], routing, router logits) from images only, no LM."""
     base = unwrap(model)
     roles, samples = image_roles(batch["input_ids"], base.config)
-    feats = base.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"], roles=roles, samples=samples,
-                                          batch_size=batch["input_ids"].shape[0])
-    return feats.level_logits
+    return base.model.get_image_features(batch["pixel_values"], batch["image_grid_thw"], roles=roles, samples=samples,
+                                         batch_size=batch["input_ids"].shape[0])
+
+
+def head_logits(model, batch: dict) -> torch.Tensor:
+    """Level logits [B, M, L] from images only."""
+    return image_heads(model, batch).level_logits
 
 
 class CasIqaSFTTrainer(SFTTrainer):
     def __init__(self, *args, head_loss_weight: float = 1.0, lm_loss_weight: float = 1.0, head_warmup_steps: int = 0,
-                 eval_collator=None, **kwargs):
+                 evidence_loss_weight: float = 0.0, eval_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.head_loss_weight, self.lm_loss_weight = head_loss_weight, lm_loss_weight
+        self.evidence_loss_weight = evidence_loss_weight
         self.head_warmup_steps = head_warmup_steps
         self.eval_collator = eval_collator
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         targets = inputs.pop("level_targets")
+        boxes = inputs.pop("evidence_targets", None)
+        if not self.evidence_loss_weight:
+            boxes = None
         mode = "train" if model.training else "eval"
         if model.training and self.state.global_step < self.head_warmup_steps:
-            head = soft_label_loss(head_logits(model, inputs), targets)
-            self._metrics[mode]["head_loss"].append(head.item())
-            loss = self.head_loss_weight * head
-            return (loss, None) if return_outputs else loss
-        inputs["use_cache"] = False
-        outputs = model(**inputs, level_targets=targets)
-        loss = self.lm_loss_weight * outputs.loss + self.head_loss_weight * outputs.head_loss
-        self._metrics[mode]["lm_loss"].append(outputs.loss.item())
-        self._metrics[mode]["head_loss"].append(outputs.head_loss.item())
+            feats = image_heads(model, inputs)
+            head = soft_label_loss(feats.level_logits, targets)
+            evidence = None if boxes is None else evidence_loss(feats.route_logits, boxes)
+            lm, outputs = None, None
+        else:
+            inputs["use_cache"] = False
+            outputs = model(**inputs, level_targets=targets, evidence_targets=boxes)
+            head, evidence, lm = outputs.head_loss, outputs.evidence_loss, outputs.loss
+        loss = self.head_loss_weight * head
+        self._metrics[mode]["head_loss"].append(head.item())
+        if lm is not None:
+            loss = loss + self.lm_loss_weight * lm
+            self._metrics[mode]["lm_loss"].append(lm.item())
+        if evidence is not None:
+            loss = loss + self.evidence_loss_weight * evidence
+            self._metrics[mode]["evidence_loss"].append(evidence.item())
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -31,3 +31,15 @@ def test_soft_label_loss_is_minimal_at_the_target():
     entropy = -(target * torch.log(target.clamp_min(1e-12))).sum()
     assert best.item() == pytest.approx(entropy.item(), rel=1e-4) and worse.item() > best.item()
     assert worse.item() == pytest.approx(math.log(5), rel=1e-4)
+
+
+def test_evidence_loss_rewards_logits_that_match_the_boxes():
+    from casiqa.model.levels import evidence_loss
+
+    target = torch.zeros(1, 3, 4, 4)
+    target[0, 1, :, :2] = 1.0
+    target[0, 2] = -1.0  # ignored
+    good = (target[0].permute(1, 2, 0) * 2 - 1) * 5.0  # [h, w, M]
+    bad = -good
+    assert evidence_loss((good,), target) < 0.05 < evidence_loss((bad,), target)
+    assert evidence_loss((None,), target) is None

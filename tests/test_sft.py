@@ -8,7 +8,8 @@ from safetensors.torch import load_file
 
 SMALL = ["--tiny_hidden", "64", "--tiny_layers", "1", "--tiny_vision_depth", "2", "--tiny_vision_hidden", "32",
          "--image_size", "112", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
-         "--logging_steps", "1", "--eval_steps", "100", "--warmup_steps", "0", "--test_at_end", "false",
+         "--logging_steps", "1", "--eval_steps", "100", "--warmup_steps", "0", "--head_warmup_steps", "0",
+         "--test_at_end", "false",
          "--dataloader_num_workers", "0"]
 
 
@@ -64,12 +65,14 @@ def test_resumed_run_continues_from_its_step(phantom, tmp_path, monkeypatch):
 
     monkeypatch.chdir(ROOT)
     out = tmp_path / "full"
-    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 2, "--save_steps", 2) == 0
-    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 4, "--save_steps", 2,
+    warm = ["--head_warmup_steps", 3]  # steps 1-3 train the heads without the LM, step 4 both
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 2, "--save_steps", 2, *warm) == 0
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 4, "--save_steps", 2, *warm,
                 "--resume_from_checkpoint", out / "checkpoint-2") == 0
     state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())
-    steps = [e["step"] for e in state["log_history"] if "loss" in e]
-    assert state["global_step"] == 4 and steps == [1, 2, 3, 4]  # steps 1-2 from the first run, 3-4 resumed
+    logs = [e for e in state["log_history"] if "loss" in e]
+    assert state["global_step"] == 4 and [e["step"] for e in logs] == [1, 2, 3, 4]  # 1-2 first run, 3-4 resumed
+    assert "lm_loss" not in logs[2] and "lm_loss" in logs[3]
 
 
 def test_a_dataset_without_scores_is_named(tmp_path, monkeypatch):

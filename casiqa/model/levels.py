@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 from casiqa.metrics import LEVELS, SCORE_MIN
 
@@ -38,6 +39,22 @@ def soft_levels(mos: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     cdf[..., -1] = 1.0                                            # last bin open above
     lower = torch.cat([torch.zeros_like(cdf[..., :1]), cdf[..., :-1]], dim=-1)  # first bin open below
     return (cdf - lower).clamp_min(0.0)
+
+
+def evidence_loss(route_logits, targets: torch.Tensor) -> torch.Tensor | None:
+    """Binary cross-entropy of the router's per-token, per-metric logits against failure-box
+    maps targets [B, M, H, W] (1 inside a box of that metric's failures, 0 elsewhere, -1 ignore).
+    None when MUST is off (no router)."""
+    if route_logits is None or any(r is None for r in route_logits):
+        return None
+    losses = []
+    for logits, target in zip(route_logits, targets.to(route_logits[0].device), strict=True):
+        h, w, _ = logits.shape
+        t = target[:, :h, :w].permute(1, 2, 0)                       # [h, w, M]
+        valid = t >= 0
+        if valid.any():
+            losses.append(F.binary_cross_entropy_with_logits(logits.float()[valid], t[valid].float()))
+    return torch.stack(losses).mean() if losses else None
 
 
 def soft_label_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

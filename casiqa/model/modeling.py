@@ -21,7 +21,7 @@ from transformers.vision_utils import get_vision_window_index
 
 from casiqa.metrics import LEVELS, METRICS
 from casiqa.model.config import CasIqaConfig
-from casiqa.model.levels import soft_label_loss
+from casiqa.model.levels import evidence_loss, soft_label_loss
 from casiqa.model.must import Must
 
 
@@ -29,6 +29,7 @@ from casiqa.model.must import Must
 class MustImageOutput(BaseModelOutputWithPooling):
     level_logits: torch.Tensor | None = None          # [B, M, L]
     routing: tuple[torch.Tensor | None, ...] | None = None  # per sample [h, w, M]
+    route_logits: tuple[torch.Tensor | None, ...] | None = None
 
 
 @dataclass
@@ -36,6 +37,7 @@ class CasIqaOutput(MultimodalCausalLMOutputWithPast):
     level_logits: torch.Tensor | None = None
     routing: tuple[torch.Tensor | None, ...] | None = None
     head_loss: torch.Tensor | None = None
+    evidence_loss: torch.Tensor | None = None
 
 
 def _init_must(module: torch.nn.Module) -> None:
@@ -115,7 +117,8 @@ class CasIqaModel(Qwen2_5_VLModel):
             roles, samples, batch_size = ["target"] * len(split), list(range(len(split))), len(split)
         result = self.must(final, paths, grids, roles, samples, batch_size)
         return MustImageOutput(last_hidden_state=vision.last_hidden_state, pooler_output=tuple(result.tokens),
-                               level_logits=result.level_logits, routing=tuple(result.routing))
+                               level_logits=result.level_logits, routing=tuple(result.routing),
+                               route_logits=tuple(result.route_logits))
 
     def forward(self, input_ids=None, pixel_values=None, image_grid_thw=None, mm_encoder_outputs=None, **kwargs):
         if pixel_values is not None and mm_encoder_outputs is None:
@@ -146,7 +149,8 @@ class CasIqaForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None, labels=None,
                 use_cache=None, pixel_values=None, image_grid_thw=None, mm_token_type_ids=None, logits_to_keep=0,
-                mm_encoder_outputs=None, level_targets: torch.Tensor | None = None, **kwargs) -> CasIqaOutput:
+                mm_encoder_outputs=None, level_targets: torch.Tensor | None = None,
+                evidence_targets: torch.Tensor | None = None, **kwargs) -> CasIqaOutput:
         """As Qwen2.5-VL's forward (parameters spelled out: generate() checks them); `level_targets`
         [B, M, L] (soft labels) adds `head_loss`, which the trainer weighs against the LM loss."""
         out = super().forward(
@@ -160,5 +164,7 @@ class CasIqaForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         head_loss = None
         if level_targets is not None and level_logits is not None:
             head_loss = soft_label_loss(level_logits, level_targets.to(level_logits.device))
-        return CasIqaOutput(**dict(out.items()), level_logits=level_logits,
-                            routing=getattr(images, "routing", None), head_loss=head_loss)
+        route_logits = getattr(images, "route_logits", None)
+        evidence = None if evidence_targets is None else evidence_loss(route_logits, evidence_targets)
+        return CasIqaOutput(**dict(out.items()), level_logits=level_logits, routing=getattr(images, "routing", None),
+                            head_loss=head_loss, evidence_loss=evidence)

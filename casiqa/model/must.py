@@ -40,6 +40,7 @@ class MustResult:
     tokens: list[torch.Tensor]          # per image [N_i, D], to scatter into the LM's image positions
     level_logits: torch.Tensor          # [B, M, L] per sample, metric, level
     routing: list[torch.Tensor | None]  # per sample [h, w, M] routing weights of the target grid (None: MUST off)
+    route_logits: list[torch.Tensor | None]  # per sample [h, w, M] router logits (trained as evidence detectors)
 
 
 class DepthFusion(nn.Module):
@@ -100,12 +101,15 @@ class Router(nn.Module):
         self.proj = nn.Linear(dim, n_metrics)
         self.mode, self.top_k, self.temperature = settings.router, settings.top_k, settings.temperature
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        logits = self.proj(self.norm(tokens)) / self.temperature  # [N, M]
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(routing weights [N, M], raw logits [N, M]); the logits double as per-metric evidence
+        detectors when the trainer supervises them with failure boxes."""
+        raw = self.proj(self.norm(tokens))
+        logits = raw / self.temperature
         if self.mode == "topk" and self.top_k < logits.shape[-1]:
             kth = logits.topk(self.top_k, dim=-1).values[..., -1:]
             logits = logits.masked_fill(logits < kth, float("-inf"))
-        return logits.softmax(dim=-1)
+        return logits.softmax(dim=-1), raw
 
 
 class MetricBranch(nn.Module):
@@ -150,14 +154,14 @@ class Must(nn.Module):
         targets = _targets(roles, samples, batch_size)
         if not self.settings.enabled:
             logits = torch.stack([torch.stack([h(final[t].mean(dim=0)) for h in self.pooled_heads]) for t in targets])
-            return MustResult(list(final), logits, [None] * batch_size)
+            return MustResult(list(final), logits, [None] * batch_size, [None] * batch_size)
         fused = [self.depth(f, p) for f, p in zip(final, paths, strict=True)]
         tokens = list(fused)
-        logits, routing = [], []
+        logits, routing, raw_logits = [], [], []
         for b, t in enumerate(targets):
             aux = [(roles[i], fused[i], grids[i]) for i in range(len(roles)) if samples[i] == b and i != t]
             x = self.images(fused[t], grids[t], aux)
-            route = self.router(x)                                   # [N, M]
+            route, raw = self.router(x)                              # [N, M] each
             per_metric, mixed = [], x
             for m, branch in enumerate(self.branches):
                 level_logits, delta = branch(x, route[:, m])
@@ -166,7 +170,8 @@ class Must(nn.Module):
             tokens[t] = mixed
             logits.append(torch.stack(per_metric))
             routing.append(route.reshape(*grids[t], -1))
-        return MustResult(tokens, torch.stack(logits), routing)
+            raw_logits.append(raw.reshape(*grids[t], -1))
+        return MustResult(tokens, torch.stack(logits), routing, raw_logits)
 
 
 def _targets(roles: list[str], samples: list[int], batch_size: int) -> list[int]:

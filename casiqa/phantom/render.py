@@ -9,7 +9,7 @@ circular collimator the frame is near black.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -42,7 +42,6 @@ class Scene:
     window_centre: float = 0.5
     window_gain: float = 1.0
     log_median: float = 0.0
-    extras: dict = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, int]:
