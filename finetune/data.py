@@ -81,12 +81,12 @@ class Collator:
             return present
         return [r for r in present if self.rng.random() >= self.aux_drop]
 
-    def conversation(self, row: dict, aux: list[str]) -> list[dict]:
+    def conversation(self, row: dict, aux: list[str], answer: str) -> list[dict]:
         head = {m: {"level": level_of(float(row["scores"][m]["mos"])), "score": float(row["scores"][m]["mos"])} for m in METRICS}
         content = [{"type": "image", "image_role": "target"}] + [{"type": "image", "image_role": r} for r in aux]
         content.append({"type": "text", "text": self._render("assess.j2", aux=aux, head=head, metrics=METRICS)})
         return [{"role": "system", "content": self.system}, {"role": "user", "content": content},
-                {"role": "assistant", "content": answer_json(row)}]
+                {"role": "assistant", "content": answer}]
 
     def __call__(self, rows: list[dict]) -> dict:
         tok = self.processor.tokenizer
@@ -94,9 +94,10 @@ class Collator:
         for row in rows:
             aux = self.aux_of(row)
             auxes.append(aux)
-            texts.append(tok.apply_chat_template(self.conversation(row, aux), tokenize=False))
+            answer = answer_json(row)
+            texts.append(tok.apply_chat_template(self.conversation(row, aux, answer), tokenize=False))
             images.append([to_rgb(grey_image(row["synthetic"]))] + [to_rgb(grey_image(row[r])) for r in aux])
-            answers.append(len(tok.encode(answer_json(row) + "<|im_end|>\n", add_special_tokens=False)))
+            answers.append(len(tok.encode(answer + "<|im_end|>\n", add_special_tokens=False)))
         tok.padding_side = "right"
         try:
             batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True)

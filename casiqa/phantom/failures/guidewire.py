@@ -26,9 +26,9 @@ def _wire_box(scene: Scene, t0: float, t1: float) -> list[float]:
     return bbox_of_pixels(scene.wire.index[sel], scene.size)
 
 
-def _sample_section(kind: str, lo: float = 0.0):
+def _sample_section(kind: str):
     def sample(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
-        t0 = float(rng.uniform(lo, 0.55)) if rng.random() < 0.7 else 0.0
+        t0 = float(rng.uniform(0.0, 0.55)) if rng.random() < 0.7 else 0.0
         where = f"{_wire_part(t0, 1.0)} in the {clinical_name(scene.devices.wire_branch)}"
         return Failure(kind, severity, where, _wire_box(scene, t0, 1.0), {"t0": t0, "seed": int(rng.integers(2**31))})
     return sample
