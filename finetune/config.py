@@ -12,6 +12,7 @@ class CasIqaArguments:
     # MUST and auxiliary-image switches (ablations)
     must: bool = field(default=True, metadata={"help": "False: plain VLM + heads on pooled tokens"})
     cross_attention: bool = True
+    pixel_path: bool = field(default=True, metadata={"help": "MUST's conv stem over target and target - aux pixels"})
     router: str = "soft"
     use_aux: bool = field(default=True, metadata={"help": "False: never show live/reference images (ablation)"})
     aux_drop: float = field(default=0.3, metadata={"help": "chance each auxiliary image is dropped from a training row"})
@@ -21,6 +22,13 @@ class CasIqaArguments:
     head_warmup_steps: int = field(default=0, metadata={"help": "first steps train vision + MUST + heads only"})
     evidence_loss_weight: float = field(default=0.0, metadata={
         "help": "weight of the router's per-token BCE against failure boxes (phantom rows record them)"})
+    # stage 1: pixel warm-up of MUST's quality path (finetune/warmup.py); 0 epochs: none
+    pixel_warmup_epochs: float = 0.0
+    pixel_warmup_lr: float = 2e-3
+    pixel_warmup_batch_size: int = 32
+    pixel_warmup_evidence_weight: float = 0.0
+    freeze_pixel_path: bool = field(default=False, metadata={
+        "help": "keep the pixel path as the warm-up left it during SFT (weights and BatchNorm statistics)"})
     # data sizes
     max_train_samples: int = 0
     eval_max_samples: int = 300
@@ -39,5 +47,7 @@ class CasIqaArguments:
             raise ValueError(f"aux_drop must be in [0, 1], got {self.aux_drop}")
         if self.head_loss_weight < 0 or self.lm_loss_weight < 0:
             raise ValueError("loss weights must be >= 0")
+        if self.pixel_warmup_epochs < 0:
+            raise ValueError("pixel_warmup_epochs must be >= 0")
         if self.router not in ("soft", "topk"):
             raise ValueError(f"router must be soft or topk, got {self.router!r}")

@@ -22,7 +22,8 @@ def build_model(args, model_args, training_args):
     from casiqa.model import MustSettings
     from casiqa.model.loading import TinySpec, build_tiny, from_base, load
 
-    must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router)
+    must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
+                        pixel_path=args.pixel_path)
     name = model_args.model_name_or_path or "tiny"
     if name == "tiny":
         spec = TinySpec(hidden=args.tiny_hidden, layers=args.tiny_layers, vision_depth=args.tiny_vision_depth,
@@ -43,6 +44,38 @@ def lora_config(args, model_args):
     return LoraConfig(r=model_args.lora_r, lora_alpha=model_args.lora_alpha, lora_dropout=model_args.lora_dropout,
                       target_modules=model_args.lora_target_modules or args.lora_target_regex,
                       modules_to_save=model_args.lora_modules_to_save or ["must"], task_type="CAUSAL_LM")
+
+
+def pixel_warmup(model, processor, args, training_args, train, val) -> None:
+    """Stage 1 (finetune/warmup.py); its result is kept in output_dir, so a rerun reuses it."""
+    from safetensors.torch import load_file, save_file
+    from tqdm.auto import tqdm
+
+    from finetune.trainer import unwrap
+    from finetune.warmup import WarmupConfig, pixel_rows, warm_up
+
+    must = unwrap(model).model.must
+    if not args.pixel_warmup_epochs or getattr(must, "pixels", None) is None:
+        return
+    saved = Path(training_args.output_dir) / "pixel-warmup" / "must.safetensors"
+    if saved.is_file():
+        print(f"pixel warm-up: reusing {saved}")
+        must.load_state_dict(load_file(str(saved)))
+        return
+
+    def bar(it, desc):
+        return tqdm(it, desc=desc, mininterval=10)
+
+    data = pixel_rows(train, processor, use_aux=args.use_aux, progress=bar)
+    check = pixel_rows(val, processor, use_aux=args.use_aux, progress=bar)
+    cfg = WarmupConfig(epochs=args.pixel_warmup_epochs, batch_size=args.pixel_warmup_batch_size,
+                       learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
+                       evidence_weight=args.pixel_warmup_evidence_weight, seed=training_args.seed)
+    history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),
+                      progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in must.state_dict().items()}, str(saved))
+    (saved.parent / "history.json").write_text(json.dumps(history, indent=2))
 
 
 def subset(rows, n: int):
@@ -69,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     train = subset(load_rows(args.data, "train"), args.max_train_samples)
     val = subset(load_rows(args.data, "validation"), args.eval_max_samples)
     model, processor = build_model(args, model_args, training_args)
+    if not training_args.resume_from_checkpoint:  # a checkpoint already holds the warmed-up MUST
+        pixel_warmup(model, processor, args, training_args, train, val)
+    pixels = getattr(model.model.must, "pixels", None)
+    if args.freeze_pixel_path and pixels is not None:
+        pixels.freeze()
     trainer = CasIqaSFTTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=val, processing_class=processor,
         data_collator=Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed),

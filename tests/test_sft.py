@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 SMALL = ["--tiny_hidden", "64", "--tiny_layers", "1", "--tiny_vision_depth", "2", "--tiny_vision_hidden", "32",
          "--image_size", "112", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
          "--logging_steps", "1", "--eval_steps", "100", "--warmup_steps", "0", "--head_warmup_steps", "0",
-         "--test_at_end", "false",
+         "--test_at_end", "false", "--pixel_warmup_epochs", "0",
          "--dataloader_num_workers", "0"]
 
 
@@ -73,6 +73,26 @@ def test_resumed_run_continues_from_its_step(phantom, tmp_path, monkeypatch):
     logs = [e for e in state["log_history"] if "loss" in e]
     assert state["global_step"] == 4 and [e["step"] for e in logs] == [1, 2, 3, 4]  # 1-2 first run, 3-4 resumed
     assert "lm_loss" not in logs[2] and "lm_loss" in logs[3]
+
+
+def test_pixel_warmup_runs_before_sft_and_is_reused(phantom, tmp_path, monkeypatch, capsys):
+    from casiqa.paths import ROOT
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "warm"
+    stage1 = ["--pixel_warmup_epochs", 2, "--pixel_warmup_batch_size", 8, "--pixel_warmup_evidence_weight", 1.0]
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, "--save_steps", 1, *stage1) == 0
+    history = json.loads((out / "pixel-warmup" / "history.json").read_text())
+    assert [round(e["epoch"]) for e in history] == [1, 2]
+    assert all(f"val_{m}_srcc" in history[0] for m in ("guidewire_visibility", "artifact_interference"))
+    warmed = load_file(out / "pixel-warmup" / "must.safetensors")
+    final = load_file(out / "checkpoint-1" / "model.safetensors")
+    # the pixel path is frozen in the SFT stage (the recipe's freeze_pixel_path): SFT left it as warmed
+    for key in ("pixels.stem.0.weight", "pixels.stem.1.running_mean"):
+        assert torch.equal(warmed[key], final["model.must." + key])
+    capsys.readouterr()
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, "--save_steps", 1, *stage1) == 0
+    assert "pixel warm-up: reusing" in capsys.readouterr().out
 
 
 def test_a_dataset_without_scores_is_named(tmp_path, monkeypatch):

@@ -16,6 +16,9 @@ class MustSettings:
     enabled: bool = True                     # False: plain VLM + heads on pooled target tokens (ablation)
     depths: list[int] = field(default_factory=lambda: [1])  # vision blocks whose outputs add paths
     embed_path: bool = True                  # the patch embedding (depth 0: near-pixel detail) adds a path
+    pixel_path: bool = True                  # a conv stem over target and target - aux pixels adds a path
+    pixel_width: int = 48                    # channels of that stem (its last stage has twice as many)
+    pixel_patch: int = 2                     # its first layer's stride in px (2, 4, 7 or 14: finer sees more, costs more)
     cross_attention: bool = True             # target tokens also attend to all aux tokens
     heads: int = 4                           # attention heads of that cross-attention
     router: Literal["soft", "topk"] = "soft"
@@ -28,6 +31,8 @@ class MustSettings:
             raise ValueError(f"router must be 'soft' or 'topk', got {self.router!r}")
         if self.temperature <= 0 or self.top_k < 1 or self.hidden < 1:
             raise ValueError("temperature must be > 0, top_k and hidden >= 1")
+        if self.pixel_width < 8 or self.pixel_width % 8:
+            raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 
     def to_dict(self) -> dict:
         return asdict(self)

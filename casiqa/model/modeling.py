@@ -23,6 +23,7 @@ from casiqa.metrics import LEVELS, METRICS
 from casiqa.model.config import CasIqaConfig
 from casiqa.model.levels import evidence_loss, soft_label_loss
 from casiqa.model.must import Must
+from casiqa.model.pixel import images_from_patches
 
 
 @dataclass
@@ -45,8 +46,9 @@ def _init_must(module: torch.nn.Module) -> None:
     if getattr(module, "_zero_init", False):
         init.zeros_(module.weight)
         init.zeros_(module.bias)
-    if hasattr(module, "cross_gate"):
-        init.zeros_(module.cross_gate)
+    for gate in ("cross_gate", "vit_gate"):
+        if isinstance(getattr(module, gate, None), torch.nn.Parameter):
+            init.zeros_(getattr(module, gate))
     if hasattr(module, "role_embed"):
         for p in module.role_embed.values():
             init.zeros_(p)
@@ -115,7 +117,12 @@ class CasIqaModel(Qwen2_5_VLModel):
         grids = [(h // merge, w // merge) for _, h, w in image_grid_thw.tolist()]
         if roles is None:  # called on its own: every image is a target of its own sample
             roles, samples, batch_size = ["target"] * len(split), list(range(len(split))), len(split)
-        result = self.must(final, paths, grids, roles, samples, batch_size)
+        pixels = None
+        if self.must.settings.enabled and self.must.settings.pixel_path:
+            vc = self.config.vision_config
+            pixels = images_from_patches(pixel_values, image_grid_thw, vc.patch_size, merge, vc.temporal_patch_size)
+            pixels = [p.to(vision.pooler_output.dtype) for p in pixels]
+        result = self.must(final, paths, grids, roles, samples, batch_size, pixels=pixels)
         return MustImageOutput(last_hidden_state=vision.last_hidden_state, pooler_output=tuple(result.tokens),
                                level_logits=result.level_logits, routing=tuple(result.routing),
                                route_logits=tuple(result.route_logits))

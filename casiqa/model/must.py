@@ -5,6 +5,8 @@ For each sample (one target image, zero to two auxiliary images, aligned to it):
                     projections of shallower encoder depths (fine texture: noise, grids, thin wires);
   2. image fusion   target tokens gain, per aligned position, features of [target, aux, target - aux]
                     for each auxiliary role, and (optionally) cross-attention to all aux tokens;
+                    the pixel path (casiqa/model/pixel.py) adds, per position, a conv stem's view
+                    of the target and target - aux pixels, where thin failures are still visible;
   3. routing        each target token is weighted over the metric branches (softmax or top-k);
   4. branches       each metric branch adapts the tokens (metric-aware tokens) and an attention pool,
                     biased by the routing weights, feeds that metric's head: logits over five levels.
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from casiqa.model.config import MustSettings
+from casiqa.model.pixel import PixelPath, align
 
 
 def zero_linear(d_in: int, d_out: int) -> nn.Linear:
@@ -139,6 +142,8 @@ class Must(nn.Module):
         if settings.enabled:
             self.depth = DepthFusion(n_paths, patch_dim, dim)
             self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
+            self.pixels = PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch) if settings.pixel_path else None
+            self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)
             self.branches = nn.ModuleList(MetricBranch(dim, settings.hidden, n_levels) for _ in metrics)
         else:  # ablation: a plain VLM, one head per metric on mean-pooled target tokens
@@ -148,30 +153,68 @@ class Must(nn.Module):
             )
 
     def forward(self, final: list[torch.Tensor], paths: list[list[torch.Tensor]], grids: list[tuple[int, int]],
-                roles: list[str], samples: list[int], batch_size: int) -> MustResult:
+                roles: list[str], samples: list[int], batch_size: int,
+                pixels: list[torch.Tensor] | None = None) -> MustResult:
         """final[i]: [N_i, D] encoder output of image i; paths[i]: its merged shallower features
-        ([N_i, 4C] each); grids[i]: its token grid (h, w); roles[i] and samples[i]: its role and sample."""
+        ([N_i, 4C] each); grids[i]: its token grid (h, w); roles[i] and samples[i]: its role and sample;
+        pixels[i]: its grey image [h * 28, w * 28] (needed when the pixel path is on)."""
         targets = _targets(roles, samples, batch_size)
         if not self.settings.enabled:
             logits = torch.stack([torch.stack([h(final[t].mean(dim=0)) for h in self.pooled_heads]) for t in targets])
             return MustResult(list(final), logits, [None] * batch_size, [None] * batch_size)
         fused = [self.depth(f, p) for f, p in zip(final, paths, strict=True)]
+        pixel_tokens = self._pixel_tokens(pixels, roles, samples, targets) if self.pixels is not None else None
         tokens = list(fused)
         logits, routing, raw_logits = [], [], []
         for b, t in enumerate(targets):
             aux = [(roles[i], fused[i], grids[i]) for i in range(len(roles)) if samples[i] == b and i != t]
-            x = self.images(fused[t], grids[t], aux)
-            route, raw = self.router(x)                              # [N, M] each
-            per_metric, mixed = [], x
-            for m, branch in enumerate(self.branches):
-                level_logits, delta = branch(x, route[:, m])
-                per_metric.append(level_logits)
-                mixed = mixed + route[:, m : m + 1] * delta
-            tokens[t] = mixed
-            logits.append(torch.stack(per_metric))
+            x = self.images(fused[t], grids[t], aux)                  # the target's visual tokens for the LM
+            # the quality stream the router and heads read: the pixel path, joined by the encoder's
+            # tokens through a gate that starts closed (a pixel-path warm-up leaves the heads as trained)
+            q = x if pixel_tokens is None else pixel_tokens[b] + torch.tanh(self.vit_gate) * x
+            level_logits, route, raw, deltas = self.score(q)
+            tokens[t] = x + (route[:, :, None] * deltas).sum(dim=1)   # routed metric-aware tokens
+            logits.append(level_logits)
             routing.append(route.reshape(*grids[t], -1))
             raw_logits.append(raw.reshape(*grids[t], -1))
         return MustResult(tokens, torch.stack(logits), routing, raw_logits)
+
+    def score(self, q: torch.Tensor):
+        """Quality tokens [N, D] -> level logits [M, L], routing [N, M], router logits [N, M] and
+        each branch's metric-aware adaptation [N, M, D]."""
+        route, raw = self.router(q)
+        per_metric, deltas = [], []
+        for m, branch in enumerate(self.branches):
+            level_logits, delta = branch(q, route[:, m])
+            per_metric.append(level_logits)
+            deltas.append(delta)
+        return torch.stack(per_metric), route, raw, torch.stack(deltas, dim=1)
+
+    def score_pixels(self, channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pixel path alone (no encoder, no LM): channels [B, C, H, W] (PixelPath.channels) ->
+        level logits [B, M, L] and router logits [B, N, M]. What the pixel warm-up trains; equal to
+        the full forward's while the encoder gate is closed."""
+        feats = self.pixels(channels)
+        out = [self.score(f) for f in feats]
+        return torch.stack([o[0] for o in out]), torch.stack([o[2] for o in out])
+
+    def _pixel_tokens(self, pixels: list[torch.Tensor] | None, roles: list[str], samples: list[int],
+                      targets: list[int]) -> list[torch.Tensor]:
+        """Per sample [N, D] pixel-path features of its target grid; targets of one size share a batch."""
+        if pixels is None:
+            raise ValueError("MUST's pixel path needs the images' pixels")
+        stacks = []
+        for b, t in enumerate(targets):
+            size = tuple(pixels[t].shape)
+            aux = {roles[i]: align(pixels[i], size) for i in range(len(roles)) if samples[i] == b and i != t}
+            stacks.append(self.pixels.channels(pixels[t], aux))
+        out: list[torch.Tensor | None] = [None] * len(targets)
+        for size in {tuple(x.shape) for x in stacks}:
+            idx = [b for b, x in enumerate(stacks) if tuple(x.shape) == size]
+            feats = self.pixels(torch.stack([stacks[b] for b in idx]))
+            for j, b in enumerate(idx):
+                out[b] = feats[j]
+        return out
 
 
 def _targets(roles: list[str], samples: list[int], batch_size: int) -> list[int]:

@@ -1,0 +1,128 @@
+"""MUST's pixel path: a small convolutional stem over the target and its aligned auxiliary images.
+
+Generator failures in angiograms are thin and local: a guidewire a pixel wide that fades or
+breaks, a side branch that is gone, a patch of noise. A vision transformer trained from scratch
+learns such detail slowly, and its 14 px patches average it away before any nonlinearity sees
+it. This path looks at the pixels directly, with the comparison built in: for each auxiliary
+role it sees the auxiliary image and the difference target - auxiliary (in display grey, where
+X-ray attenuation adds, so the difference to the live frame isolates the contrast agent and the
+difference to the reference isolates the devices), plus a presence plane saying whether that
+image was given; with both, live - reference (anatomy cancelled: the true devices and vessels,
+of opposite sign). Its output is one feature vector per merged visual token (28 x 28 px of the
+processed image), so MUST can add it to the target's tokens position by position.
+
+
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROLES = ("live", "reference")
+UNIT = 28                           # px of one merged visual token (patch 14 x merge 2)
+IN_CHANNELS = 2 + 3 * len(ROLES)    # target; per role: image, target - image, presence; live - reference
+
+
+def images_from_patches(pixel_values: torch.Tensor, grid_thw: torch.Tensor, patch: int, merge: int,
+                        temporal: int) -> list[torch.Tensor]:
+    """Qwen2.5-VL's flattened patches back to grey images [H, W], one per image.
+
+    The image processor lays patches out as (t, h/m, w/m, m, m) rows of (C, T, P, P) values;
+    the grey image is the mean over channels of the first temporal copy (normalised values).
+    """
+    out, start = [], 0
+    for t, h, w in grid_thw.tolist():
+        n = t * h * w
+        x = pixel_values[start : start + n]
+        start += n
+        channels = x.shape[-1] // (temporal * patch * patch)
+        x = x.reshape(t, h // merge, w // merge, merge, merge, channels, temporal, patch, patch)[0, ..., 0, :, :]
+        x = x.mean(dim=4)                                       # [h/m, w/m, m, m, P, P]
+        x = x.permute(0, 2, 4, 1, 3, 5).reshape(h * patch, w * patch)
+        out.append(x)
+    return out
+
+
+def _norm(kind: str, c: int) -> nn.Module:
+    return nn.BatchNorm2d(c) if kind == "batch" else nn.GroupNorm(8, c)
+
+
+def _block(c_in: int, c_out: int, pool: bool, norm: str) -> nn.Sequential:
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1), _norm(norm, c_out), nn.GELU()]
+    return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
+
+
+class PixelPath(nn.Module):
+    """[target, (aux, target - aux, presence) per role] -> one feature per merged token [N, D]."""
+
+    def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2):
+        super().__init__()
+        self.diff_gain = diff_gain  # differences are small in grey: scale them to the images' range
+        if patch not in (1, 2, 4, 7, 14):
+            raise ValueError(f"pixel patch must be 1, 2, 4, 7 or 14 (a merged token is 28 px), got {patch}")
+        if patch in (1, 2):
+            # nonlinear from the first pixel on: a wire a pixel wide survives a 3 x 3 filter and
+            # max-pooling, where a strided linear patchify would average it into the background
+            fine = max(width // 2, 8)
+            self.stem = nn.Sequential(
+                nn.Conv2d(IN_CHANNELS, fine, 3, stride=patch, padding=1), _norm(norm, fine), nn.GELU(),
+                *([nn.MaxPool2d(2)] if patch == 1 else []),                                          # H/2
+                _block(fine, width, True, norm),                                                     # H/4
+                nn.Conv2d(width, width, 3, padding=1), _norm(norm, width), nn.GELU(),
+                nn.MaxPool2d(7),                                                                     # H/28
+                _block(width, 2 * width, False, norm),
+                _block(2 * width, 2 * width, False, norm),
+            )
+        else:
+            self.stem = nn.Sequential(
+                nn.Conv2d(IN_CHANNELS, width, patch, stride=patch), _norm(norm, width), nn.GELU(),
+                _block(width, width, False, norm),
+                *([_block(width, width, True, norm)] if patch in (4, 7) else []),
+                _block(width, 2 * width, True, norm),
+                _block(2 * width, 2 * width, False, norm),
+            )
+        self.out = nn.Sequential(nn.LayerNorm(4 * width), nn.Linear(4 * width, dim))
+
+    def freeze(self) -> None:
+        """Fix the path as trained (weights and normalisation statistics), e.g. for a later stage."""
+        self.requires_grad_(False)
+        self.frozen = True
+        super().train(False)
+
+    def train(self, mode: bool = True):
+        return super().train(mode and not getattr(self, "frozen", False))
+
+    def channels(self, target: torch.Tensor, aux: dict[str, torch.Tensor]) -> torch.Tensor:
+        """target [H, W], aux role -> [H, W] (aligned, same size) -> [C, H, W]."""
+        chans = [target]
+        for role in ROLES:
+            a = aux.get(role)
+            if a is None:
+                chans += [torch.zeros_like(target)] * 2 + [torch.zeros_like(target)]
+            else:
+                chans += [a, self.diff_gain * (target - a), torch.ones_like(target)]
+        # live - reference cancels the anatomy: devices of the live frame on one side of zero,
+        # contrast-filled vessels on the other; what the target's devices and vessels are judged against
+        both = all(aux.get(r) is not None for r in ROLES)
+        chans.append(self.diff_gain * (aux["live"] - aux["reference"]) if both else torch.zeros_like(target))
+        return torch.stack(chans)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, H, W] with H, W multiples of 28 -> [B, (H/28) * (W/28), D]."""
+        h = self.stem(x)                                                  # [B, 2w, H/28, W/28]
+        grid = (x.shape[-2] // UNIT, x.shape[-1] // UNIT)
+        if tuple(h.shape[-2:]) != grid:  # patch 4: stride 16, area-pooled onto the token grid
+            h = F.adaptive_avg_pool2d(h, grid)
+        # each token also sees its 3 x 3 neighbourhood's strongest response (thin structures
+        # crossing token borders, context of a gap)
+        h = torch.cat([h, F.max_pool2d(h, 3, stride=1, padding=1)], dim=1)  # [B, 4w, h, w]
+        return self.out(h.flatten(2).transpose(1, 2))
+
+
+def align(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """An auxiliary grey image [H', W'] resampled onto the target's pixel grid."""
+    if tuple(image.shape) == tuple(size):
+        return image
+    return F.interpolate(image[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]

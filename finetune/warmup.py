@@ -1,0 +1,191 @@
+"""Pixel warm-up: MUST's pixel path, router, branches and heads learn the scores before SFT.
+
+Run by `python -m finetune.sft` when the recipe sets `pixel_warmup_epochs` (the tiny recipe does).
+
+A two-stage recipe, as LLaVA trains its projector before its language model: first the part of
+MUST that judges quality learns from the pixels alone, then TRL's SFT trains everything on the
+answer. Stage one needs neither the vision transformer nor the language model (the encoder's
+gate into the quality stream is still closed, so the heads trained here are exactly the heads
+of the full forward), so its steps are ~20x cheaper than a full step on CPU and it can see the
+training set many times over. Each image goes through the model's own processor once; the
+cached grey images are exactly the pixels the model sees later. Scores are invariant to the
+image's orientation, so this stage augments with the eight flips and rotations (the SFT stage
+does not: its explanations name sides).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from casiqa.data.rows import grey_image
+from casiqa.imaging import to_rgb
+from casiqa.metrics import METRICS
+from casiqa.model.levels import evidence_loss, expected_score, soft_label_loss, soft_levels
+from casiqa.model.pixel import ROLES, UNIT, align, images_from_patches
+from casiqa.stats import agreement
+from finetune.data import failure_list
+
+
+@dataclass
+class PixelRows:
+    """Rows as the pixel path sees them: grey images at the processor's size, targets, boxes."""
+
+    target: list[torch.Tensor]                   # [H, W] float16, normalised as the processor does
+    aux: list[dict[str, torch.Tensor]]           # role -> [H, W] float16, aligned to the target
+    levels: torch.Tensor                         # [N, M, L] soft level targets
+    mos: np.ndarray                              # [N, M]
+    boxes: list[torch.Tensor | None]             # [M, h, w] failure-box maps on the token grid, or None
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+def grey_inputs(processor, images: list[np.ndarray]) -> list[torch.Tensor]:
+    """Grey images [H, W] in [0, 1] -> the processor's resized, normalised grey pixels."""
+    ip = processor.image_processor
+    enc = ip(images=[to_rgb(g) for g in images], return_tensors="pt")
+    return images_from_patches(enc["pixel_values"], enc["image_grid_thw"], ip.patch_size, ip.merge_size,
+                               ip.temporal_patch_size)
+
+
+def box_maps(failures: list[dict] | None, grid: tuple[int, int]) -> torch.Tensor | None:
+    """[M, h, w]: 1 where a token's centre lies in a box of a failure of that metric."""
+    if failures is None:
+        return None
+    h, w = grid
+    out = torch.zeros(len(METRICS), h, w)
+    cy, cx = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
+    for f in failures:
+        x0, y0, x1, y1 = f["bbox"]
+        inside = ((cy >= y0) & (cy <= y1))[:, None] & ((cx >= x0) & (cx <= x1))[None, :]
+        out[METRICS.index(f["metric"])][inside] = 1.0
+    return out
+
+
+def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: it) -> PixelRows:
+    target, aux, boxes, mos, std = [], [], [], [], []
+    for row in progress(rows, "pixel cache"):
+        roles = [r for r in ROLES if use_aux and row.get(r) is not None]
+        greys = grey_inputs(processor, [grey_image(row["synthetic"])] + [grey_image(row[r]) for r in roles])
+        t = greys[0]
+        target.append(t.half())
+        aux.append({r: align(g, tuple(t.shape)).half() for r, g in zip(roles, greys[1:], strict=True)})
+        boxes.append(box_maps(failure_list(row), (t.shape[0] // UNIT, t.shape[1] // UNIT)))
+        mos.append([float(row["scores"][m]["mos"]) for m in METRICS])
+        std.append([float(row["scores"][m].get("std") or 0.0) for m in METRICS])
+    mos_t = torch.tensor(mos)
+    return PixelRows(target, aux, soft_levels(mos_t, torch.tensor(std)), mos_t.numpy(), boxes)
+
+
+@dataclass
+class WarmupConfig:
+    epochs: float = 12.0
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    aux_drop: float = 0.3
+    evidence_weight: float = 0.0
+    augment: bool = True
+    seed: int = 0
+
+
+def _batches(data: PixelRows, batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of rows whose targets have one size."""
+    by_size: dict[tuple, list[int]] = {}
+    for i, t in enumerate(data.target):
+        by_size.setdefault(tuple(t.shape), []).append(i)
+    out = []
+    for idx in by_size.values():
+        rng.shuffle(idx)
+        out += [idx[k : k + batch_size] for k in range(0, len(idx), batch_size)]
+    rng.shuffle(out)
+    return out
+
+
+def _channels(must, data: PixelRows, idx: list[int], drop: float, rng: random.Random) -> torch.Tensor:
+    stacks = []
+    for i in idx:
+        aux = {r: a.float() for r, a in data.aux[i].items() if rng.random() >= drop}
+        stacks.append(must.pixels.channels(data.target[i].float(), aux))
+    return torch.stack(stacks)
+
+
+def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    x = torch.rot90(x, k, (-2, -1))
+    return x.flip(-1) if flip else x
+
+
+def predict(must, data: PixelRows, batch_size: int = 64) -> np.ndarray:
+    """Expected scores [N, M] of the pixel path with every auxiliary image given."""
+    was = must.training
+    must.eval()
+    out = np.zeros((len(data), len(METRICS)), np.float32)
+    rng = random.Random(0)
+    with torch.no_grad():
+        for idx in _batches(data, batch_size, rng):
+            logits, _ = must.score_pixels(_channels(must, data, idx, 0.0, rng))
+            out[idx] = expected_score(logits).numpy()
+    must.train(was)
+    return out
+
+
+def srcc_of(pred: np.ndarray, mos: np.ndarray) -> dict[str, float]:
+    return {m: round(agreement(pred[:, j], mos[:, j])["srcc"], 4) for j, m in enumerate(METRICS)}
+
+
+def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, log=print, progress=None) -> list[dict]:
+    """Train MUST's quality path on the cached pixels; returns the per-epoch log."""
+    must = model.model.must if hasattr(model, "model") else model.must
+    if getattr(must, "pixels", None) is None:
+        raise ValueError("the pixel warm-up needs MUST with its pixel path (must: true, pixel_path: true)")
+    params = [p for n, p in must.named_parameters() if not n.startswith(("depth.", "images."))]
+    opt = torch.optim.AdamW(params, cfg.learning_rate, weight_decay=cfg.weight_decay)
+    rng = random.Random(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    per_epoch = len(_batches(train, cfg.batch_size, random.Random(0)))
+    total = max(1, math.ceil(cfg.epochs * per_epoch))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=total, pct_start=0.15)
+    must.train()
+    history, step = [], 0
+    bar = progress(total=total, desc="pixel warm-up") if progress else None
+    while step < total:
+        losses = []
+        for idx in _batches(train, cfg.batch_size, rng):
+            if step >= total:
+                break
+            x = _channels(must, train, idx, cfg.aux_drop, rng)
+            boxes = [train.boxes[i] for i in idx]
+            k, flip = rng.randrange(4), rng.random() < 0.5
+            if cfg.augment:
+                x = _dihedral(x, k, flip)
+            logits, route = must.score_pixels(x)
+            loss = soft_label_loss(logits, train.levels[idx])
+            if cfg.evidence_weight and all(b is not None for b in boxes):
+                maps = torch.stack(boxes)
+                maps = _dihedral(maps, k, flip) if cfg.augment else maps
+                h, w = maps.shape[-2:]
+                ev = evidence_loss([r.reshape(h, w, -1) for r in route], maps)
+                loss = loss + cfg.evidence_weight * ev
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(loss.item())
+            if bar:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        entry = {"step": step, "epoch": round(step / per_epoch, 2), "loss": round(float(np.mean(losses)), 4)}
+        if val is not None:
+            entry.update({f"val_{m}_srcc": v for m, v in srcc_of(predict(must, val), val.mos).items()})
+        history.append(entry)
+        log(entry)
+    if bar:
+        bar.close()
+    return history

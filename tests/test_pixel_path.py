@@ -1,0 +1,98 @@
+"""MUST's pixel path: pixels recovered from Qwen2.5-VL patches, one feature per token, and the
+pixel warm-up training the same heads the full model uses."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from casiqa.metrics import LEVELS, METRICS
+from casiqa.model.pixel import IN_CHANNELS, UNIT, PixelPath, images_from_patches
+
+
+def _grey(h, w, seed=0):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    return ((np.sin(xx / 7.0) + np.cos(yy / 11.0)) * 60 + 128 + rng.normal(0, 5, (h, w))).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(("h", "w"), [(256, 256), (300, 200)])
+def test_images_from_patches_inverts_the_processor_layout(tiny, h, w):
+    _, processor = tiny
+    img = Image.fromarray(_grey(h, w)).convert("RGB")
+    enc = processor.image_processor(images=[img], return_tensors="pt")
+    ip = processor.image_processor
+    (x,) = images_from_patches(enc["pixel_values"], enc["image_grid_thw"], ip.patch_size, ip.merge_size,
+                               ip.temporal_patch_size)
+    _, gh, gw = enc["image_grid_thw"][0].tolist()
+    assert tuple(x.shape) == (gh * ip.patch_size, gw * ip.patch_size)
+    resized = np.asarray(img.convert("L").resize((x.shape[1], x.shape[0]), Image.BICUBIC), np.float32)
+    assert np.corrcoef(x.numpy().ravel(), resized.ravel())[0, 1] > 0.99  # the same picture, normalised
+
+
+@pytest.mark.parametrize("patch", [4, 7, 14])
+def test_pixel_path_gives_one_feature_per_token(patch):
+    path = PixelPath(dim=32, width=16, patch=patch).eval()
+    x = torch.randn(2, IN_CHANNELS, 5 * UNIT, 3 * UNIT)
+    with torch.no_grad():
+        out = path(x)
+        alone = path(x[1:])
+    assert out.shape == (2, 15, 32)
+    assert torch.allclose(out[1], alone[0], atol=1e-5)  # in eval mode a sample does not depend on its batch
+
+
+def test_channels_mark_absent_images():
+    path = PixelPath(dim=8, width=8)
+    t, a = torch.rand(56, 56), torch.rand(56, 56)
+    both = path.channels(t, {"live": a})
+    assert both.shape == (IN_CHANNELS, 56, 56)
+    assert torch.equal(both[1], a) and torch.allclose(both[2], path.diff_gain * (t - a)) and both[3].eq(1).all()
+    assert both[4:].eq(0).all()  # reference absent: image, difference and presence planes are zero
+
+
+def test_warmup_scores_equal_the_full_forward_while_the_gate_is_closed(tiny):
+    from casiqa.model.pixel import align
+
+    model, processor = tiny
+    imgs = [Image.fromarray(_grey(256, 256, s)).convert("RGB") for s in range(3)]
+    content = [{"type": "image", "image_role": r} for r in ("target", "live", "reference")] + [{"type": "text", "text": "x"}]
+    text = processor.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                   add_generation_prompt=True)
+    enc = processor(text=[text], images=[imgs], return_tensors="pt")
+    must = model.model.must
+    with torch.no_grad():
+        full = model(**enc).level_logits
+        ip = processor.image_processor
+        t, live, ref = images_from_patches(enc["pixel_values"], enc["image_grid_thw"], ip.patch_size, ip.merge_size,
+                                           ip.temporal_patch_size)
+        x = must.pixels.channels(t, {"live": align(live, tuple(t.shape)), "reference": ref})[None]
+        alone, _ = must.score_pixels(x)
+    assert full.shape == alone.shape == (1, len(METRICS), len(LEVELS))
+    assert torch.allclose(full, alone, atol=1e-4)
+
+
+def test_warmup_trains_the_quality_path_and_lowers_its_loss(tiny_dir):
+    from casiqa.model.loading import load
+    from finetune.warmup import PixelRows, WarmupConfig, warm_up
+
+    model, _ = load(tiny_dir)
+    must = model.model.must
+    rng = np.random.default_rng(0)
+    n, size = 16, 112
+    # a learnable toy: the artefact score falls with the amount of noise added to the target
+    noise = rng.uniform(0, 1, n)
+    live = [torch.tensor(rng.normal(0, 0.3, (size, size)), dtype=torch.float16) for _ in range(n)]
+    target = [(live[i].float() + noise[i] * torch.randn(size, size)).half() for i in range(n)]
+    mos = np.stack([np.full(n, 4.0), np.full(n, 3.0), 5.0 - 4.0 * noise], 1).astype(np.float32)
+    from casiqa.model.levels import soft_levels
+
+    data = PixelRows(target, [{"live": x} for x in live], soft_levels(torch.tensor(mos), torch.full((n, 3), 0.3)), mos,
+                     [None] * n)
+    before = {k: v.clone() for k, v in must.state_dict().items()}
+    log = warm_up(model, data, data, WarmupConfig(epochs=6, batch_size=8, learning_rate=3e-3, aux_drop=0.0, augment=True))
+    assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]
+    after = must.state_dict()
+    for key in ("pixels.stem.0.weight", "router.proj.weight", "branches.2.head.3.weight"):
+        assert not torch.equal(before[key], after[key]), key
+    for key in ("depth.projs.0.0.weight", "images.aligned.live.0.weight"):  # the encoder side is not touched
+        assert torch.equal(before[key], after[key]), key
