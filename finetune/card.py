@@ -45,6 +45,17 @@ def _commit() -> str:
         return "unknown"
 
 
+def _stages(args, training_args) -> str:
+    sft = f"TRL SFT, {training_args.max_steps} steps of batch {training_args.per_device_train_batch_size}, " \
+          f"learning rate {training_args.learning_rate}"
+    if not getattr(args, "pixel_warmup_epochs", 0) or not args.must:
+        return sft + "."
+    frozen = ", pixel path then frozen" if getattr(args, "freeze_pixel_path", False) else ""
+    return (f"(1) pixel warm-up of MUST's quality path, {args.pixel_warmup_epochs:g} epochs of batch "
+            f"{args.pixel_warmup_batch_size}, learning rate {args.pixel_warmup_lr}, evidence weight "
+            f"{args.pixel_warmup_evidence_weight} (pixel-warmup/history.json){frozen}; (2) {sft}.")
+
+
 def write_card(out: Path, args, training_args, model_args, results: dict, command: str = "") -> None:
     test = results.get("test", {})
     rows = "\n".join(f"| {m} | {test[m]['srcc']:.3f} | {test[m]['plcc']:.3f} | {test[m]['krcc']:.3f} | {test[m]['rmse']:.3f} |"
@@ -62,7 +73,8 @@ artifact interference; 1..5, higher is better). Architecture: Qwen2.5-VL
 auxiliary images {'used' if args.use_aux else 'not used'}).
 
 - Data: `{args.data}` (CAS-Sim phantom or an annotated folder), train split; validation for model selection.
-- Command: {recipe}; seed {training_args.seed}; steps {training_args.max_steps}; learning rate {training_args.learning_rate}.
+- Command: {recipe}; seed {training_args.seed}.
+- Training: {_stages(args, training_args)}
 - Code: commit {_commit()}.
 
 ## Test split ({test.get('n', 0)} cases never seen in training), heads' expected scores vs MOS

@@ -112,7 +112,8 @@ def _channels(must, data: PixelRows, idx: list[int], drop: float, rng: random.Ra
     for i in idx:
         aux = {r: a.float() for r, a in data.aux[i].items() if rng.random() >= drop}
         stacks.append(must.pixels.channels(data.target[i].float(), aux))
-    return torch.stack(stacks)
+    p = next(must.pixels.parameters())
+    return torch.stack(stacks).to(p.device, p.dtype)
 
 
 def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
@@ -129,7 +130,7 @@ def predict(must, data: PixelRows, batch_size: int = 64) -> np.ndarray:
     with torch.no_grad():
         for idx in _batches(data, batch_size, rng):
             logits, _ = must.score_pixels(_channels(must, data, idx, 0.0, rng))
-            out[idx] = expected_score(logits).numpy()
+            out[idx] = expected_score(logits).cpu().numpy()
     must.train(was)
     return out
 
@@ -143,6 +144,9 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
     must = model.model.must if hasattr(model, "model") else model.must
     if getattr(must, "pixels", None) is None:
         raise ValueError("the pixel warm-up needs MUST with its pixel path (must: true, pixel_path: true)")
+    if torch.cuda.is_available():
+        must.to("cuda")  # the trainer moves the rest of the model later
+    device = next(must.parameters()).device
     params = [p for n, p in must.named_parameters() if not n.startswith(("depth.", "images."))]
     opt = torch.optim.AdamW(params, cfg.learning_rate, weight_decay=cfg.weight_decay)
     rng = random.Random(cfg.seed)
@@ -164,9 +168,9 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             if cfg.augment:
                 x = _dihedral(x, k, flip)
             logits, route = must.score_pixels(x)
-            loss = soft_label_loss(logits, train.levels[idx])
+            loss = soft_label_loss(logits, train.levels[idx].to(device))
             if cfg.evidence_weight and all(b is not None for b in boxes):
-                maps = torch.stack(boxes)
+                maps = torch.stack(boxes).to(device)
                 maps = _dihedral(maps, k, flip) if cfg.augment else maps
                 h, w = maps.shape[-2:]
                 ev = evidence_loss([r.reshape(h, w, -1) for r in route], maps)
@@ -180,7 +184,7 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             losses.append(loss.item())
             if bar:
                 bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
         entry = {"step": step, "epoch": round(step / per_epoch, 2), "loss": round(float(np.mean(losses)), 4)}
         if val is not None:
             entry.update({f"val_{m}_srcc": v for m, v in srcc_of(predict(must, val), val.mos).items()})

@@ -124,3 +124,9 @@ def test_eval_command_end_to_end(tmp_path, tiny_dir):
     assert main(args) == 0  # a rerun resumes: nothing left to assess
     assert len((out / "results.jsonl").read_text().splitlines()) == n_test
     assert compare([str(out)]) == 0
+
+    from evals.overlay import main as overlay
+
+    picture = tmp_path / "evidence.png"
+    assert overlay(["--model", str(tiny_dir), "--data", str(data), "--n", "3", "--out", str(picture)]) == 0
+    assert picture.stat().st_size > 10_000

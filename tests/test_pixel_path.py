@@ -96,3 +96,34 @@ def test_warmup_trains_the_quality_path_and_lowers_its_loss(tiny_dir):
         assert not torch.equal(before[key], after[key]), key
     for key in ("depth.projs.0.0.weight", "images.aligned.live.0.weight"):  # the encoder side is not touched
         assert torch.equal(before[key], after[key]), key
+
+
+def test_configs_saved_before_the_pixel_path_load_without_it():
+    from casiqa.model.config import CasIqaConfig
+
+    assert CasIqaConfig(must={"enabled": True}).must_settings().pixel_path is False
+    assert CasIqaConfig(must={"enabled": True, "pixel_path": True}).must_settings().pixel_path is True
+
+
+def test_black_tophat_keeps_thin_dark_lines_and_drops_wide_ones():
+    from casiqa.model.pixel import black_tophat
+
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    image = 0.5 + 0.002 * xx                # a smooth background
+    image[:, 20] -= 0.1                     # a wire, 1 px wide
+    image[:, 40:50] -= 0.1                  # a vessel wider than the filter
+    th = black_tophat(image, 5)
+    assert th[:, 20].mean() == pytest.approx(0.1, abs=0.01)
+    assert th[:, 42:48].abs().max() < 0.01 and th[:, 2:15].abs().max() < 0.01
+
+
+def test_tophat_planes_follow_the_images_given():
+    from casiqa.model.pixel import in_channels
+
+    path = PixelPath(dim=8, width=8, tophat=5)
+    t, a = torch.rand(56, 56), torch.rand(56, 56)
+    x = path.channels(t, {"reference": a})
+    assert x.shape[0] == path.in_channels == in_channels(5) == IN_CHANNELS + 3
+    # top-hat planes of target, live (absent), reference; then live - reference (zero without both)
+    assert x[-4].abs().sum() > 0 and x[-3].eq(0).all() and x[-2].abs().sum() > 0 and x[-1].eq(0).all()
+    assert path(x[None]).shape == (1, 4, 8)

@@ -18,6 +18,7 @@ class MustSettings:
     embed_path: bool = True                  # the patch embedding (depth 0: near-pixel detail) adds a path
     pixel_path: bool = True                  # a conv stem over target and target - aux pixels adds a path
     pixel_width: int = 48                    # channels of that stem (its last stage has twice as many)
+    pixel_tophat: int = 5                    # black top-hat planes of that size (0: none): thin dark structures
     pixel_patch: int = 2                     # its first layer's stride in px (2, 4, 7 or 14: finer sees more, costs more)
     cross_attention: bool = True             # target tokens also attend to all aux tokens
     heads: int = 4                           # attention heads of that cross-attention
@@ -49,4 +50,5 @@ class CasIqaConfig(Qwen2_5_VLConfig):
     base_model: str | None = None            # hub id or path of the pretrained VLM it started from
 
     def must_settings(self) -> MustSettings:
-        return MustSettings(**(self.must or {}))
+        # configs written before the pixel path (or its top-hat planes) existed lack the key: they have none
+        return MustSettings(**{"pixel_path": False, "pixel_tophat": 0, **(self.must or {})})

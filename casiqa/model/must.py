@@ -142,7 +142,8 @@ class Must(nn.Module):
         if settings.enabled:
             self.depth = DepthFusion(n_paths, patch_dim, dim)
             self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
-            self.pixels = PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch) if settings.pixel_path else None
+            self.pixels = (PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch, tophat=settings.pixel_tophat)
+                           if settings.pixel_path else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)
             self.branches = nn.ModuleList(MetricBranch(dim, settings.hidden, n_levels) for _ in metrics)

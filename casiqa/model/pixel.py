@@ -22,7 +22,24 @@ from torch import nn
 
 ROLES = ("live", "reference")
 UNIT = 28                           # px of one merged visual token (patch 14 x merge 2)
-IN_CHANNELS = 2 + 3 * len(ROLES)    # target; per role: image, target - image, presence; live - reference
+
+def in_channels(tophat: int) -> int:
+    """target; per role: image, target - image, presence; live - reference; with the top-hat,
+    one more plane per image (target and each role)."""
+    return 2 + 3 * len(ROLES) + (1 + len(ROLES) if tophat else 0)
+
+
+IN_CHANNELS = in_channels(0)
+
+
+def black_tophat(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey closing minus the image: dark structures narrower than `size` px (a guidewire, a
+    catheter, small vessels) on a flat background; the classical vessel-enhancement filter."""
+    x = image[None, None]
+    pad = size // 2
+    dilated = F.max_pool2d(F.pad(x, (pad,) * 4, mode="replicate"), size, stride=1)
+    closed = -F.max_pool2d(F.pad(-dilated, (pad,) * 4, mode="replicate"), size, stride=1)
+    return (closed - x)[0, 0]
 
 
 def images_from_patches(pixel_values: torch.Tensor, grid_thw: torch.Tensor, patch: int, merge: int,
@@ -57,9 +74,14 @@ def _block(c_in: int, c_out: int, pool: bool, norm: str) -> nn.Sequential:
 class PixelPath(nn.Module):
     """[target, (aux, target - aux, presence) per role] -> one feature per merged token [N, D]."""
 
-    def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2):
+    def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2,
+                 tophat: int = 0):
         super().__init__()
         self.diff_gain = diff_gain  # differences are small in grey: scale them to the images' range
+        if tophat and (tophat < 3 or tophat % 2 == 0):
+            raise ValueError(f"tophat must be 0 (off) or an odd size >= 3, got {tophat}")
+        self.tophat = tophat
+        self.in_channels = c_in = in_channels(tophat)
         if patch not in (1, 2, 4, 7, 14):
             raise ValueError(f"pixel patch must be 1, 2, 4, 7 or 14 (a merged token is 28 px), got {patch}")
         if patch in (1, 2):
@@ -67,7 +89,7 @@ class PixelPath(nn.Module):
             # max-pooling, where a strided linear patchify would average it into the background
             fine = max(width // 2, 8)
             self.stem = nn.Sequential(
-                nn.Conv2d(IN_CHANNELS, fine, 3, stride=patch, padding=1), _norm(norm, fine), nn.GELU(),
+                nn.Conv2d(c_in, fine, 3, stride=patch, padding=1), _norm(norm, fine), nn.GELU(),
                 *([nn.MaxPool2d(2)] if patch == 1 else []),                                          # H/2
                 _block(fine, width, True, norm),                                                     # H/4
                 nn.Conv2d(width, width, 3, padding=1), _norm(norm, width), nn.GELU(),
@@ -77,7 +99,7 @@ class PixelPath(nn.Module):
             )
         else:
             self.stem = nn.Sequential(
-                nn.Conv2d(IN_CHANNELS, width, patch, stride=patch), _norm(norm, width), nn.GELU(),
+                nn.Conv2d(c_in, width, patch, stride=patch), _norm(norm, width), nn.GELU(),
                 _block(width, width, False, norm),
                 *([_block(width, width, True, norm)] if patch in (4, 7) else []),
                 _block(width, 2 * width, True, norm),
@@ -103,6 +125,9 @@ class PixelPath(nn.Module):
                 chans += [torch.zeros_like(target)] * 2 + [torch.zeros_like(target)]
             else:
                 chans += [a, self.diff_gain * (target - a), torch.ones_like(target)]
+        if self.tophat:
+            for image in [target] + [aux.get(r) for r in ROLES]:
+                chans.append(torch.zeros_like(target) if image is None else self.diff_gain * black_tophat(image, self.tophat))
         # live - reference cancels the anatomy: devices of the live frame on one side of zero,
         # contrast-filled vessels on the other; what the target's devices and vessels are judged against
         both = all(aux.get(r) is not None for r in ROLES)
