@@ -32,8 +32,9 @@ _SEP = "[ ,;:.%()'\\-]"
 
 
 def _word_not_in(words: tuple[str, ...], max_len: int) -> str:
-    """Regex for an alphanumeric word of 1..max_len characters that is none of `words`
-    (case-insensitive), built from a trie of the words so that it needs no look-ahead."""
+    """Regex for an alphanumeric word of 1..max_len characters that neither is nor starts with
+    any of `words` (case-insensitive: "poor", "Poors", "poorly" are all refused, since a reader
+    takes them for the level), built from a trie of the words so that it needs no look-ahead."""
     trie: dict = {}
     for w in words:
         node = trie
@@ -45,17 +46,20 @@ def _word_not_in(words: tuple[str, ...], max_len: int) -> str:
         keep = [c for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789" if c not in chars]
         return "[" + "".join(keep) + "]"
 
-    def node_regex(node: dict, depth: int) -> str:
+    def node_regex(node: dict, depth: int) -> str | None:
+        if "$" in node:
+            return None  # a whole level word read: the word can neither stop nor go on
         alts = []
-        children = {c for c in node if c != "$"}
+        children = set(node)
         for c in sorted(children):
-            alts.append(f"[{c}{c.upper()}]" + node_regex(node[c], depth + 1))
+            sub = node_regex(node[c], depth + 1)
+            if sub is not None:
+                alts.append(f"[{c}{c.upper()}]" + sub)
         rest = max_len - depth - 1
         if rest >= 0:
             alts.append(alnum_except(children | {c.upper() for c in children}) + f"[{_ALNUM}]{{0,{rest}}}")
         body = "(?:" + "|".join(alts) + ")" if alts else ""
-        may_stop = depth > 0 and "$" not in node
-        return f"{body}?" if may_stop and body else body
+        return f"{body}?" if depth > 0 and body else body
 
     return node_regex(trie, 0)
 
@@ -75,7 +79,7 @@ def to_explanation(facts: list[str]) -> str:
     words = re.sub(r"[^A-Za-z0-9 ,;:.%()'\-]", " ", "; ".join(facts)).split()
     text = " ".join(w[:MAX_WORD_LEN] for w in words[:MAX_WORDS])
     for level in LEVELS:  # facts never use level words; this keeps that true for user data
-        text = re.sub(rf"\b{level}\b", "-", text, flags=re.IGNORECASE)
+        text = re.sub(rf"\b{level}[A-Za-z0-9]*", "-", text, flags=re.IGNORECASE)
     text = re.sub(r"[ ,;:.%()'\-]{4,}", "; ", text).lstrip(" ,;:.%()'-").rstrip(" ,;:-")
     return text if explanation_ok(text) else "no finding"
 

@@ -96,17 +96,38 @@ def evaluate_model(assessor, rows, cfg: EvalConfig, out: Path) -> dict[str, dict
     return done
 
 
-def side_predictions(name: str, rows, out: Path, compute) -> np.ndarray:
-    """Predictions [N, M] of a baseline or ablation, cached in side/NAME.json (resume)."""
+def weights_fingerprint(model_dir: str) -> str:
+    """Which weights a model directory holds now (file names, sizes, modification times): a
+    retrained model in the same directory gets another fingerprint. Cheap for any model size."""
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files) or "no weights"
+
+
+def check_run_identity(out: Path, identity: dict) -> None:
+    """A rerun into `out` resumes only the same run (same weights, data, split, mode): results of
+    another model or set-up are never mixed into it."""
+    path = out / "run.json"
+    if (out / "results.jsonl").is_file():
+        previous = json.loads(path.read_text()) if path.is_file() else None
+        if previous != identity:
+            changed = sorted(k for k in identity if previous is None or previous.get(k) != identity[k])
+            raise SystemExit(f"error: {out} holds a run with other {', '.join(changed) or 'settings'}; "
+                             "use a new --out (or delete it) to evaluate this one")
+    path.write_text(json.dumps(identity, indent=2))
+
+
+def side_predictions(name: str, rows, out: Path, compute, source: str = "") -> np.ndarray:
+    """Predictions [N, M] of a baseline or ablation, cached in side/NAME.json (resume: reused
+    only for the same rows and the same source, e.g. the same ablation weights)."""
     path = out / "side" / f"{name}.json"
     ids = [str(r["id"]) for r in rows]
     if path.is_file():
         cached = json.loads(path.read_text())
-        if cached.get("ids") == ids:
+        if cached.get("ids") == ids and cached.get("source", "") == source:
             return np.array(cached["pred"])
     pred = np.asarray(compute(), dtype=float)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"ids": ids, "pred": pred.tolist()}))
+    path.write_text(json.dumps({"ids": ids, "source": source, "pred": pred.tolist()}))
     return pred
 
 
@@ -130,8 +151,15 @@ def main(argv: list[str] | None = None) -> int:
 
     (cfg,) = parse_config((EvalConfig,), argv, description=__doc__.splitlines()[0])
     model_dir = cfg.model or str(DEFAULT_MODEL)
+    for item in filter(None, cfg.ablations.split(",")):  # checked before the long part of the run
+        name, _, path = item.partition("=")
+        if not name or not (Path(path) / "config.json").is_file():
+            raise SystemExit(f"error: ablation {item!r}: expected name=model_dir with a model in it")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    check_run_identity(out, {"model": str(Path(model_dir).resolve()), "weights": weights_fingerprint(model_dir),
+                             "data": str(Path(cfg.data).resolve()), "split": cfg.split, "aux": cfg.aux,
+                             "generate": cfg.generate, "max_samples": cfg.max_samples})
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     rows = load_rows(cfg.data, cfg.split)
     rows = [rows[i] for i in range(len(rows) if not cfg.max_samples else min(cfg.max_samples, len(rows)))]
@@ -144,12 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     if valid:
         systems["CAS-IQA"] = (np.array([[r["pred"][m] for m in METRICS] for r in valid]),
                               np.array([[r["truth"][m] for m in METRICS] for r in valid]))
-    side = {}
+    side, sources = {}, {}
     if cfg.no_reference and cfg.aux == "all":
         side["CAS-IQA, no reference (heads)"] = lambda: heads_only(model_dir, rows, "none", cfg.batch_size)
+        sources["CAS-IQA, no reference (heads)"] = weights_fingerprint(model_dir)
     for item in filter(None, cfg.ablations.split(",")):
         name, _, path = item.partition("=")
         side[f"ablation {name} (heads)"] = lambda p=path: heads_only(p, rows, cfg.aux, cfg.batch_size)
+        sources[f"ablation {name} (heads)"] = f"{cfg.aux}:{weights_fingerprint(path)}"
     needs_train = [b for b in filter(None, cfg.baselines.split(","))]
     train = load_rows(cfg.data, "train") if needs_train else None
     for b in needs_train:
@@ -160,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise SystemExit(f"error: unknown baseline {b!r} (brisque, cnn)")
     for name, compute in side.items():
-        systems[name] = (side_predictions(_slug(name), rows, out, compute), truth_all)
+        source = sources.get(name, f"{cfg.aux}:{Path(cfg.data).resolve()}:seed{cfg.seed}")
+        systems[name] = (side_predictions(_slug(name), rows, out, compute, source), truth_all)
     metrics = {
         "model": model_dir, "data": cfg.data, "split": cfg.split, "n_rows": len(ordered),
         "schema_valid_rate": round(len(valid) / max(len(ordered), 1), 4),

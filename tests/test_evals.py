@@ -124,9 +124,24 @@ def test_eval_command_end_to_end(tmp_path, tiny_dir):
     assert main(args) == 0  # a rerun resumes: nothing left to assess
     assert len((out / "results.jsonl").read_text().splitlines()) == n_test
     assert compare([str(out)]) == 0
+    # the same --out with another model's weights is refused, not mixed into the finished run
+    other = tmp_path / "other-model"
+    import shutil
+
+    shutil.copytree(tiny_dir, other)
+    with pytest.raises(SystemExit, match="holds a run with other model"):
+        main([*args[:1], str(other), *args[2:]])
 
     from evals.overlay import main as overlay
 
     picture = tmp_path / "evidence.png"
     assert overlay(["--model", str(tiny_dir), "--data", str(data), "--n", "3", "--out", str(picture)]) == 0
     assert picture.stat().st_size > 10_000
+
+
+def test_a_bad_ablation_is_refused_before_the_run(tmp_path):
+    from evals.run import main
+
+    with pytest.raises(SystemExit, match="expected name=model_dir"):
+        main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--ablations", f"x={tmp_path / 'missing'}"])
+    assert not (tmp_path / "o").exists()  # nothing was started

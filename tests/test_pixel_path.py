@@ -115,15 +115,19 @@ def test_black_tophat_keeps_thin_dark_lines_and_drops_wide_ones():
     th = black_tophat(image, 5)
     assert th[:, 20].mean() == pytest.approx(0.1, abs=0.01)
     assert th[:, 42:48].abs().max() < 0.01 and th[:, 2:15].abs().max() < 0.01
+    batch = torch.stack([image, torch.zeros_like(image)])[None]           # [1, 2, H, W]
+    out = black_tophat(batch, 5)
+    assert torch.allclose(out[0, 0], th) and out[0, 1].eq(0).all()      # batched; an absent plane stays zero
 
 
-def test_tophat_planes_follow_the_images_given():
-    from casiqa.model.pixel import in_channels
+def test_tophat_planes_are_added_in_forward():
+    from casiqa.model.pixel import IMAGE_PLANES, black_tophat, in_channels
 
-    path = PixelPath(dim=8, width=8, tophat=5)
+    path = PixelPath(dim=8, width=8, tophat=5).eval()
     t, a = torch.rand(56, 56), torch.rand(56, 56)
-    x = path.channels(t, {"reference": a})
-    assert x.shape[0] == path.in_channels == in_channels(5) == IN_CHANNELS + 3
-    # top-hat planes of target, live (absent), reference; then live - reference (zero without both)
-    assert x[-4].abs().sum() > 0 and x[-3].eq(0).all() and x[-2].abs().sum() > 0 and x[-1].eq(0).all()
-    assert path(x[None]).shape == (1, 4, 8)
+    x = path.channels(t, {"reference": a})[None]
+    assert x.shape[1] == IN_CHANNELS and path.in_channels == in_channels(5) == IN_CHANNELS + len(IMAGE_PLANES)
+    assert torch.allclose(x[0, IMAGE_PLANES[2]], a)  # the reference plane the top-hat reads
+    with torch.no_grad():
+        assert path(x).shape == (1, 4, 8)
+    assert black_tophat(x[:, list(IMAGE_PLANES)], 5)[0, 1].eq(0).all()  # live absent: its top-hat plane is zero

@@ -55,7 +55,9 @@ def test_explanations_never_hold_a_level_word():
     for level in LEVELS:
         for form in (level, level.upper(), level.capitalize()):
             assert not explanation_ok(f"vessels {form}")
-        assert explanation_ok(f"vessels {level}ly")  # a longer word is not the level word
+        for longer in (f"{level}s", f"{level}ly", f"{level.capitalize()}ness"):
+            assert not explanation_ok(f"vessels {longer}")  # read as the level: refused too
+        assert explanation_ok(f"vessels {level[:-1]}")  # a shorter word is fine
     assert to_explanation(["second diagonal missing", "a good one"]) == "second diagonal missing; a - one"
     assert explanation_ok(to_explanation(["x" * 40, "grid artefact (49 % of the field)"]))
 

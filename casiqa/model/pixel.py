@@ -11,7 +11,11 @@ image was given; with both, live - reference (anatomy cancelled: the true device
 of opposite sign). Its output is one feature vector per merged visual token (28 x 28 px of the
 processed image), so MUST can add it to the target's tokens position by position.
 
-
+Options (MustSettings): `pixel_patch`, the first layer's stride (2: a 3 x 3 conv at stride 2, the
+default; 1: at full resolution, twice the cost; 4, 7, 14: a linear patchify, cheaper, blind to
+thin lines in our probes); `pixel_tophat`, black top-hat planes of each image (thin dark
+structures on a flat background), computed in one batched filter in `forward`. BatchNorm by
+default (statistics fixed by `freeze`), GroupNorm (`norm="group"`) for per-sample statistics.
 """
 
 from __future__ import annotations
@@ -24,22 +28,27 @@ ROLES = ("live", "reference")
 UNIT = 28                           # px of one merged visual token (patch 14 x merge 2)
 
 def in_channels(tophat: int) -> int:
-    """target; per role: image, target - image, presence; live - reference; with the top-hat,
-    one more plane per image (target and each role)."""
+    """The stem's input planes: target; per role: image, target - image, presence; live -
+    reference; with the top-hat, one more plane per image (added in forward)."""
     return 2 + 3 * len(ROLES) + (1 + len(ROLES) if tophat else 0)
 
 
 IN_CHANNELS = in_channels(0)
 
 
-def black_tophat(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Grey closing minus the image: dark structures narrower than `size` px (a guidewire, a
-    catheter, small vessels) on a flat background; the classical vessel-enhancement filter."""
-    x = image[None, None]
+IMAGE_PLANES = (0, 1, 4)  # target, live, reference among the planes of PixelPath.channels
+
+
+def black_tophat(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey closing minus the image, for [..., H, W]: dark structures narrower than `size` px (a
+    guidewire, a catheter, small vessels) on a flat background; the classical vessel-enhancement
+    filter. An all-zero plane (an absent image) stays zero."""
+    shape = images.shape
+    x = images.reshape(-1, 1, *shape[-2:])
     pad = size // 2
     dilated = F.max_pool2d(F.pad(x, (pad,) * 4, mode="replicate"), size, stride=1)
     closed = -F.max_pool2d(F.pad(-dilated, (pad,) * 4, mode="replicate"), size, stride=1)
-    return (closed - x)[0, 0]
+    return (closed - x).reshape(shape)
 
 
 def images_from_patches(pixel_values: torch.Tensor, grid_thw: torch.Tensor, patch: int, merge: int,
@@ -72,7 +81,8 @@ def _block(c_in: int, c_out: int, pool: bool, norm: str) -> nn.Sequential:
 
 
 class PixelPath(nn.Module):
-    """[target, (aux, target - aux, presence) per role] -> one feature per merged token [N, D]."""
+    """[target, (aux, target - aux, presence) per role, live - reference] -> one feature per
+    merged token [B, N, D]."""
 
     def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2,
                  tophat: int = 0):
@@ -125,9 +135,6 @@ class PixelPath(nn.Module):
                 chans += [torch.zeros_like(target)] * 2 + [torch.zeros_like(target)]
             else:
                 chans += [a, self.diff_gain * (target - a), torch.ones_like(target)]
-        if self.tophat:
-            for image in [target] + [aux.get(r) for r in ROLES]:
-                chans.append(torch.zeros_like(target) if image is None else self.diff_gain * black_tophat(image, self.tophat))
         # live - reference cancels the anatomy: devices of the live frame on one side of zero,
         # contrast-filled vessels on the other; what the target's devices and vessels are judged against
         both = all(aux.get(r) is not None for r in ROLES)
@@ -135,7 +142,9 @@ class PixelPath(nn.Module):
         return torch.stack(chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, H, W] with H, W multiples of 28 -> [B, (H/28) * (W/28), D]."""
+        """x [B, C, H, W] (planes of `channels`) with H, W multiples of 28 -> [B, (H/28) * (W/28), D]."""
+        if self.tophat:  # one batched filter over every image plane (absent images are zero planes)
+            x = torch.cat([x, self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], self.tophat)], dim=1)
         h = self.stem(x)                                                  # [B, 2w, H/28, W/28]
         grid = (x.shape[-2] // UNIT, x.shape[-1] // UNIT)
         if tuple(h.shape[-2:]) != grid:  # patch 4: stride 16, area-pooled onto the token grid
