@@ -2,7 +2,7 @@
 
     python -m evals.run --model models/cas-iqa-tiny --data data/phantom --split test --out results/eval
     python -m evals.run --config evals/configs/phantom-test.yaml
-    python -m evals.run ... --ablations must-off=runs/must-off,aux-off=runs/aux-off --baselines brisque,cnn
+    python -m evals.run ... --ablations must-off=runs/must-off,aux-off=runs/aux-off@none --baselines brisque,cnn
 
 Writes results.jsonl (one line per row: raw output, schema validity and error, ground truth,
 latency; a rerun skips finished rows), metrics.json (SRCC/KRCC/PLCC/RMSE with bootstrap 95 %
@@ -41,7 +41,8 @@ class EvalConfig:
     batch_size: int = 8
     max_samples: int = 0
     baselines: str = field(default="brisque,cnn", metadata={"help": "comma list of brisque, cnn; empty for none"})
-    ablations: str = field(default="", metadata={"help": "name=model_dir,... scored heads-only on the same rows"})
+    ablations: str = field(default="", metadata={
+        "help": "name=model_dir[@none],... scored heads-only on the same rows (@none: without aux images)"})
     no_reference: bool = field(default=True, metadata={"help": "also score the model without auxiliary images"})
     bootstrap: int = 1000
     seed: int = 0
@@ -142,6 +143,17 @@ def heads_only(model_dir: str, rows, aux: str, batch_size: int) -> np.ndarray:
     return np.array(preds)
 
 
+def _ablation(item: str, default_aux: str) -> tuple[str, str, str]:
+    """'name=model_dir' or 'name=model_dir@none' (scored without auxiliary images, e.g. a model
+    trained without them) -> (name, model_dir, aux mode)."""
+    name, _, rest = item.partition("=")
+    path, _, aux = rest.partition("@")
+    aux = aux or default_aux
+    if not name or not (Path(path) / "config.json").is_file() or aux not in ("all", "none"):
+        raise SystemExit(f"error: ablation {item!r}: expected name=model_dir[@all|@none] with a model in model_dir")
+    return name, path, aux
+
+
 def main(argv: list[str] | None = None) -> int:
     from casiqa.assessor import Assessor
     from casiqa.cli import parse_config
@@ -151,10 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     (cfg,) = parse_config((EvalConfig,), argv, description=__doc__.splitlines()[0])
     model_dir = cfg.model or str(DEFAULT_MODEL)
-    for item in filter(None, cfg.ablations.split(",")):  # checked before the long part of the run
-        name, _, path = item.partition("=")
-        if not name or not (Path(path) / "config.json").is_file():
-            raise SystemExit(f"error: ablation {item!r}: expected name=model_dir with a model in it")
+    ablations = [_ablation(item, cfg.aux) for item in filter(None, cfg.ablations.split(","))]  # checked up front
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     check_run_identity(out, {"model": str(Path(model_dir).resolve()), "weights": weights_fingerprint(model_dir),
@@ -176,10 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.no_reference and cfg.aux == "all":
         side["CAS-IQA, no reference (heads)"] = lambda: heads_only(model_dir, rows, "none", cfg.batch_size)
         sources["CAS-IQA, no reference (heads)"] = weights_fingerprint(model_dir)
-    for item in filter(None, cfg.ablations.split(",")):
-        name, _, path = item.partition("=")
-        side[f"ablation {name} (heads)"] = lambda p=path: heads_only(p, rows, cfg.aux, cfg.batch_size)
-        sources[f"ablation {name} (heads)"] = f"{cfg.aux}:{weights_fingerprint(path)}"
+    for name, path, aux in ablations:
+        side[f"ablation {name} (heads)"] = lambda p=path, a=aux: heads_only(p, rows, a, cfg.batch_size)
+        sources[f"ablation {name} (heads)"] = f"{aux}:{weights_fingerprint(path)}"
     needs_train = [b for b in filter(None, cfg.baselines.split(","))]
     train = load_rows(cfg.data, "train") if needs_train else None
     for b in needs_train:
