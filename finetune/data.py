@@ -40,24 +40,32 @@ def failure_list(row: dict) -> list[dict] | None:
     return json.loads(failures) if isinstance(failures, str) else list(failures)
 
 
+def box_map(failures: list[dict] | None, grid: tuple[int, int]) -> torch.Tensor | None:
+    """[M, h, w]: 1 where a token's centre lies in a box of a failure of that metric, else 0;
+    None for a row without failure records."""
+    if failures is None:
+        return None
+    h, w = grid
+    out = torch.zeros(len(METRICS), h, w)
+    cy, cx = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
+    for f in failures:
+        x0, y0, x1, y1 = f["bbox"]
+        inside = ((cy >= y0) & (cy <= y1))[:, None] & ((cx >= x0) & (cx <= x1))[None, :]
+        out[METRICS.index(f["metric"])][inside] = 1.0
+    return out
+
+
 def evidence_targets(rows: list[dict], grid_thw: torch.Tensor, images_per_row: list[int]) -> torch.Tensor:
-    """[B, M, H, W] per target-token maps: 1 where the token centre lies in a box of a failure of
-    that metric, 0 elsewhere, -1 for padding and rows without failure records (ignored)."""
+    """[B, M, H, W] per target-token maps (box_map), -1 for padding and rows without failure
+    records (ignored)."""
     starts = [sum(images_per_row[:b]) for b in range(len(rows))]            # index of each row's target image
     grids = [(int(grid_thw[i, 1]) // 2, int(grid_thw[i, 2]) // 2) for i in starts]
     h_max, w_max = max(g[0] for g in grids), max(g[1] for g in grids)
     out = torch.full((len(rows), len(METRICS), h_max, w_max), -1.0)
     for b, (row, (h, w)) in enumerate(zip(rows, grids, strict=True)):
-        failures = failure_list(row)
-        if failures is None:
-            continue
-        out[b, :, :h, :w] = 0.0
-        cy = (torch.arange(h) + 0.5) / h
-        cx = (torch.arange(w) + 0.5) / w
-        for f in failures:
-            x0, y0, x1, y1 = f["bbox"]
-            inside = ((cy >= y0) & (cy <= y1))[:, None] & ((cx >= x0) & (cx <= x1))[None, :]
-            out[b, METRICS.index(f["metric"]), :h, :w][inside] = 1.0
+        maps = box_map(failure_list(row), (h, w))
+        if maps is not None:
+            out[b, :, :h, :w] = maps
     return out
 
 

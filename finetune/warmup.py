@@ -28,7 +28,7 @@ from casiqa.metrics import METRICS
 from casiqa.model.levels import evidence_loss, expected_score, soft_label_loss, soft_levels
 from casiqa.model.pixel import ROLES, UNIT, align, images_from_patches
 from casiqa.stats import agreement
-from finetune.data import failure_list
+from finetune.data import box_map, failure_list
 
 
 @dataclass
@@ -53,20 +53,6 @@ def grey_inputs(processor, images: list[np.ndarray]) -> list[torch.Tensor]:
                                ip.temporal_patch_size)
 
 
-def box_maps(failures: list[dict] | None, grid: tuple[int, int]) -> torch.Tensor | None:
-    """[M, h, w]: 1 where a token's centre lies in a box of a failure of that metric."""
-    if failures is None:
-        return None
-    h, w = grid
-    out = torch.zeros(len(METRICS), h, w)
-    cy, cx = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
-    for f in failures:
-        x0, y0, x1, y1 = f["bbox"]
-        inside = ((cy >= y0) & (cy <= y1))[:, None] & ((cx >= x0) & (cx <= x1))[None, :]
-        out[METRICS.index(f["metric"])][inside] = 1.0
-    return out
-
-
 def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: it) -> PixelRows:
     target, aux, boxes, mos, std = [], [], [], [], []
     for row in progress(rows, "pixel cache"):
@@ -75,7 +61,7 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
         t = greys[0]
         target.append(t.half())
         aux.append({r: align(g, tuple(t.shape)).half() for r, g in zip(roles, greys[1:], strict=True)})
-        boxes.append(box_maps(failure_list(row), (t.shape[0] // UNIT, t.shape[1] // UNIT)))
+        boxes.append(box_map(failure_list(row), (t.shape[0] // UNIT, t.shape[1] // UNIT)))
         mos.append([float(row["scores"][m]["mos"]) for m in METRICS])
         std.append([float(row["scores"][m].get("std") or 0.0) for m in METRICS])
     mos_t = torch.tensor(mos)
