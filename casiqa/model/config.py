@@ -19,7 +19,7 @@ class MustSettings:
     pixel_path: bool = True                  # a conv stem over target and target - aux pixels adds a path
     pixel_width: int = 48                    # channels of that stem (its last stage has twice as many)
     pixel_tophat: int = 0                    # black top-hat planes of this size (0: none): thin dark structures
-    pixel_patch: int = 2                     # its first layer's stride in px (2, 4, 7 or 14: finer sees more, costs more)
+    pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)
     cross_attention: bool = True             # target tokens also attend to all aux tokens
     heads: int = 4                           # attention heads of that cross-attention
     router: Literal["soft", "topk"] = "soft"

@@ -8,6 +8,8 @@ For each sample (one target image, zero to two auxiliary images, aligned to it):
                     the pixel path (casiqa/model/pixel.py) adds, per position, a conv stem's view
                     of the target and target - aux pixels, where thin failures are still visible;
   3. routing        each target token is weighted over the metric branches (softmax or top-k);
+                    router and heads read the quality stream: pixel path + tanh(gate) * target
+                    tokens (the gate starts closed, so a pixel-only warm-up trains the same heads);
   4. branches       each metric branch adapts the tokens (metric-aware tokens) and an attention pool,
                     biased by the routing weights, feeds that metric's head: logits over five levels.
 The LM receives, at the same positions, the target tokens plus their routed branch adaptations, and
@@ -210,7 +212,7 @@ class Must(nn.Module):
             aux = {roles[i]: align(pixels[i], size) for i in range(len(roles)) if samples[i] == b and i != t}
             stacks.append(self.pixels.channels(pixels[t], aux))
         out: list[torch.Tensor | None] = [None] * len(targets)
-        for size in {tuple(x.shape) for x in stacks}:
+        for size in dict.fromkeys(tuple(x.shape) for x in stacks):  # first-seen order: deterministic batches
             idx = [b for b, x in enumerate(stacks) if tuple(x.shape) == size]
             feats = self.pixels(torch.stack([stacks[b] for b in idx]))
             for j, b in enumerate(idx):
