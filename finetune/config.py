@@ -13,6 +13,7 @@ class CasIqaArguments:
     must: bool = field(default=True, metadata={"help": "False: plain VLM + heads on pooled tokens"})
     cross_attention: bool = True
     pixel_path: bool = field(default=True, metadata={"help": "MUST's conv stem over target and target - aux pixels"})
+    pixel_tophat: int = field(default=0, metadata={"help": "black top-hat planes of this odd size in the stem (0: none)"})
     router: str = "soft"
     use_aux: bool = field(default=True, metadata={"help": "False: never show live/reference images (ablation)"})
     aux_drop: float = field(default=0.3, metadata={"help": "chance each auxiliary image is dropped from a training row"})

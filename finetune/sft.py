@@ -23,7 +23,7 @@ def build_model(args, model_args, training_args):
     from casiqa.model.loading import TinySpec, build_tiny, from_base, load
 
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
-                        pixel_path=args.pixel_path)
+                        pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat)
     name = model_args.model_name_or_path or "tiny"
     if name == "tiny":
         spec = TinySpec(hidden=args.tiny_hidden, layers=args.tiny_layers, vision_depth=args.tiny_vision_depth,
