@@ -51,9 +51,12 @@ def _stages(args, training_args) -> str:
     if not getattr(args, "pixel_warmup_epochs", 0) or not args.must:
         return sft + "."
     frozen = ", pixel path then frozen" if getattr(args, "freeze_pixel_path", False) else ""
-    return (f"(1) pixel warm-up of MUST's quality path, {args.pixel_warmup_epochs:g} epochs of batch "
+    tophat = f", top-hat planes of {args.pixel_tophat} px" if getattr(args, "pixel_tophat", 0) else ""
+    weights = getattr(args, "pixel_warmup_metric_weights", None)
+    weights = f", metric weights {'/'.join(f'{w:g}' for w in weights)}" if weights and len(set(weights)) > 1 else ""
+    return (f"(1) pixel warm-up of MUST's quality path{tophat}, {args.pixel_warmup_epochs:g} epochs of batch "
             f"{args.pixel_warmup_batch_size}, learning rate {args.pixel_warmup_lr}, evidence weight "
-            f"{args.pixel_warmup_evidence_weight} (pixel-warmup/history.json){frozen}; (2) {sft}.")
+            f"{args.pixel_warmup_evidence_weight}{weights} (pixel-warmup/history.json){frozen}; (2) {sft}.")
 
 
 def write_card(out: Path, args, training_args, model_args, results: dict, command: str = "") -> None:

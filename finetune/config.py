@@ -28,6 +28,9 @@ class CasIqaArguments:
     pixel_warmup_lr: float = 2e-3
     pixel_warmup_batch_size: int = 32
     pixel_warmup_evidence_weight: float = 0.0
+    pixel_warmup_metric_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
+        "help": "per-metric weights of the warm-up's score loss, in casiqa.metrics.METRICS order "
+                "(guidewire, branches, artefacts); normalised to mean 1"})
     freeze_pixel_path: bool = field(default=False, metadata={
         "help": "keep the pixel path as the warm-up left it during SFT (weights and BatchNorm statistics)"})
     # data sizes
@@ -50,5 +53,11 @@ class CasIqaArguments:
             raise ValueError("loss weights must be >= 0")
         if self.pixel_warmup_epochs < 0:
             raise ValueError("pixel_warmup_epochs must be >= 0")
+        from casiqa.metrics import METRICS
+
+        w = self.pixel_warmup_metric_weights
+        if len(w) != len(METRICS) or min(w) < 0 or sum(w) <= 0:
+            raise ValueError(f"pixel_warmup_metric_weights needs {len(METRICS)} weights >= 0 (not all 0) in the "
+                             f"order {', '.join(METRICS)}; got {w}")
         if self.router not in ("soft", "topk"):
             raise ValueError(f"router must be soft or topk, got {self.router!r}")

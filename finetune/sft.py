@@ -70,7 +70,8 @@ def pixel_warmup(model, processor, args, training_args, train, val) -> None:
     check = pixel_rows(val, processor, use_aux=args.use_aux, progress=bar)
     cfg = WarmupConfig(epochs=args.pixel_warmup_epochs, batch_size=args.pixel_warmup_batch_size,
                        learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
-                       evidence_weight=args.pixel_warmup_evidence_weight, seed=training_args.seed)
+                       evidence_weight=args.pixel_warmup_evidence_weight,
+                       metric_weights=tuple(args.pixel_warmup_metric_weights), seed=training_args.seed)
     history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),
                       progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
     saved.parent.mkdir(parents=True, exist_ok=True)

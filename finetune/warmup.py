@@ -77,6 +77,7 @@ class WarmupConfig:
     weight_decay: float = 1e-4
     aux_drop: float = 0.3
     evidence_weight: float = 0.0
+    metric_weights: tuple[float, ...] | None = None   # per metric (METRICS order) in the score loss
     augment: bool = True
     seed: int = 0
 
@@ -141,6 +142,7 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
     per_epoch = len(_batches(train, cfg.batch_size, random.Random(0)))
     total = max(1, math.ceil(cfg.epochs * per_epoch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=total, pct_start=0.15)
+    weights = None if cfg.metric_weights is None else torch.tensor(cfg.metric_weights, dtype=torch.float32)
     must.train()
     history, step = [], 0
     bar = progress(total=total, desc="pixel warm-up") if progress else None
@@ -155,7 +157,7 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             if cfg.augment:
                 x = _dihedral(x, k, flip)
             logits, route = must.score_pixels(x)
-            loss = soft_label_loss(logits, train.levels[idx].to(device))
+            loss = soft_label_loss(logits, train.levels[idx].to(device), weights)
             if cfg.evidence_weight and all(b is not None for b in boxes):
                 maps = torch.stack(boxes).to(device)
                 maps = _dihedral(maps, k, flip) if cfg.augment else maps

@@ -33,6 +33,17 @@ def test_soft_label_loss_is_minimal_at_the_target():
     assert worse.item() == pytest.approx(math.log(5), rel=1e-4)
 
 
+def test_metric_weights_reweight_the_soft_label_loss():
+    target = soft_levels(torch.tensor([[4.6, 2.0, 3.0]]), torch.tensor([[0.4, 0.5, 0.6]]))  # [1, M, L]
+    logits = torch.zeros(1, 3, 5)
+    per = -(target * logits.log_softmax(-1)).sum(-1)[0]
+    assert soft_label_loss(logits, target, torch.ones(3)).item() == pytest.approx(per.mean().item())
+    only_first = soft_label_loss(logits, target, torch.tensor([1.0, 0.0, 0.0]))
+    assert only_first.item() == pytest.approx(per[0].item())  # normalised to mean 1: 3 * per[0] / 3
+    doubled = soft_label_loss(logits, target, torch.tensor([2.0, 2.0, 2.0]))
+    assert doubled.item() == pytest.approx(per.mean().item())  # the scale of the weights does not matter
+
+
 def test_evidence_loss_rewards_logits_that_match_the_boxes():
     from casiqa.model.levels import evidence_loss
 

@@ -108,3 +108,15 @@ def test_a_dataset_without_scores_is_named(tmp_path, monkeypatch):
 
     with pytest.raises((DatasetFieldError, AnnotationError), match="scores"):
         _sft("--data", tmp_path, "--output_dir", tmp_path / "o", "--max_steps", 1)
+
+
+def test_recipe_fields_are_checked():
+    from finetune.config import CasIqaArguments
+
+    with pytest.raises(ValueError, match="guidewire_visibility"):
+        CasIqaArguments(pixel_warmup_metric_weights=[1.0, 1.0])
+    with pytest.raises(ValueError, match="not all 0"):
+        CasIqaArguments(pixel_warmup_metric_weights=[0.0, 0.0, 0.0])
+    with pytest.raises(ValueError, match="aux_drop"):
+        CasIqaArguments(aux_drop=1.5)
+    assert CasIqaArguments(pixel_warmup_metric_weights=[2.0, 1.0, 1.0]).pixel_warmup_metric_weights == [2.0, 1.0, 1.0]

@@ -57,6 +57,11 @@ def evidence_loss(route_logits, targets: torch.Tensor) -> torch.Tensor | None:
     return torch.stack(losses).mean() if losses else None
 
 
-def soft_label_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy of predicted level logits [..., L] against soft targets [..., L], mean."""
-    return -(target * logits.float().log_softmax(-1)).sum(-1).mean()
+def soft_label_loss(logits: torch.Tensor, target: torch.Tensor, metric_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of predicted level logits [B, M, L] against soft targets [B, M, L], mean.
+    `metric_weights` [M] reweights the metrics (normalised to mean 1, so the loss scale stays)."""
+    per = -(target * logits.float().log_softmax(-1)).sum(-1)     # [B, M]
+    if metric_weights is None:
+        return per.mean()
+    w = metric_weights.to(per.device, per.dtype)
+    return (per * (w / w.mean())).mean()

@@ -145,7 +145,8 @@ class PixelPath(nn.Module):
         """x [B, C, H, W] (planes of `channels`) with H, W multiples of 28 -> [B, (H/28) * (W/28), D]."""
         if self.tophat:  # one batched filter over every image plane (absent images are zero planes)
             x = torch.cat([x, self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], self.tophat)], dim=1)
-        h = self.stem(x)                                                  # [B, 2w, H/28, W/28]
+        # channels-last: the convolutions' fast layout on CPU (oneDNN; ~20 % less time per batch)
+        h = self.stem(x.contiguous(memory_format=torch.channels_last))   # [B, 2w, H/28, W/28]
         grid = (x.shape[-2] // UNIT, x.shape[-1] // UNIT)
         if tuple(h.shape[-2:]) != grid:  # patch 4: stride 16, area-pooled onto the token grid
             h = F.adaptive_avg_pool2d(h, grid)
