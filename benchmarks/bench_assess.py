@@ -11,6 +11,7 @@ Medians of --repeats runs after one warm-up; compare only figures from the same 
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -79,6 +80,14 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _rss_mb() -> float:
+    """Resident memory of this process in MB (Linux; 0 elsewhere)."""
+    try:
+        return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
 
@@ -91,10 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     bare = [AssessInput(d.target, name=d.name) for d in data]
     if assessor.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
     levels = assessor.heads(bare[:1])[0].levels
+    rss0, t = _rss_mb(), time.perf_counter()
     assessor._generator(levels)
-    compile_s = time.perf_counter() - t
+    compile_s, grammar_mb = time.perf_counter() - t, _rss_mb() - rss0
     rows = []
     for label, batch in (("no aux", bare), ("live + reference", data)):
         rows.append((f"scores only, {label}", timed(lambda b=batch: assessor.assess(b[:1], generate=False), cfg.repeats)))
@@ -105,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     params = sum(p.numel() for p in assessor.model.parameters())
     print(f"model {name}: {params / 1e6:.1f} M parameters on {assessor.device} ({next(assessor.model.parameters()).dtype}), "
           f"{cfg.image_size} px phantom images, torch threads {torch.get_num_threads()}")
-    print(f"grammar compile (once per level combination, cached): {compile_s:.2f} s")
+    print(f"grammar compile (once per level combination, {assessor.grammar_cache} kept): {compile_s:.2f} s, "
+          f"+{grammar_mb:.0f} MB resident")
     print("| case | median latency per image |\n|---|---|")
     for label, sec in rows:
         print(f"| {label} | {sec * 1000:.0f} ms |")

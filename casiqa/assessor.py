@@ -7,6 +7,7 @@ language model under an Outlines grammar that pins each level to its head's leve
 
 from __future__ import annotations
 
+import gc
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,7 +18,7 @@ import torch
 from casiqa.evidence import evidence_boxes
 from casiqa.imaging import to_model_image
 from casiqa.inputs import AssessInput
-from casiqa.metrics import METRIC_TITLES, METRICS, level_of
+from casiqa.metrics import METRIC_TITLES, METRICS, SCORE_DECIMALS, level_of
 from casiqa.model.levels import confidence, expected_score
 from casiqa.schema import AUX_ROLES, MAX_EXPLANATION_CHARS, Assessment, generation_model
 
@@ -39,21 +40,25 @@ def default_device() -> tuple[str, torch.dtype]:
 
 
 class Assessor:
-    def __init__(self, model, processor, model_id: str, batch_size: int = 8, device: str | None = None):
+    def __init__(self, model, processor, model_id: str, batch_size: int = 8, device: str | None = None,
+                 grammar_cache: int = 4):
         self.device = device or default_device()[0]
         self.model = model.to(self.device).eval()
         self.processor = processor
         self.model_id = model_id
         self.batch_size = batch_size
+        # compiled grammars kept per level combination (least recently used dropped): each holds
+        # ~360 MB with the tiny tokenizer (measured), and there are up to 5^3 combinations
+        self.grammar_cache = grammar_cache
         self._outlines = None
 
     @classmethod
-    def load(cls, path: str, batch_size: int = 8) -> Assessor:
+    def load(cls, path: str, batch_size: int = 8, grammar_cache: int = 4) -> Assessor:
         from casiqa.model.loading import load
 
         device, dtype = default_device()
         model, processor = load(path, dtype=dtype, device=device)
-        return cls(model, processor, model_id=str(path), batch_size=batch_size, device=device)
+        return cls(model, processor, model_id=str(path), batch_size=batch_size, device=device, grammar_cache=grammar_cache)
 
     # -- prompts ---------------------------------------------------------------------------
     def messages(self, inp: AssessInput, head: HeadResult | None) -> list[dict]:
@@ -99,7 +104,9 @@ class Assessor:
             routing = feats.routing[b]
             results.append(HeadResult(
                 logits=logits[b].cpu().numpy(),
-                score={m: float(scores[b, j]) for j, m in enumerate(METRICS)},
+                # rounded once, here: the level the grammar pins and the score the report carries
+                # must agree (2.4996 is 'poor' but prints as 2.5, which is 'fair')
+                score={m: round(float(scores[b, j]), SCORE_DECIMALS) for j, m in enumerate(METRICS)},
                 confidence={m: float(confs[b, j]) for j, m in enumerate(METRICS)},
                 routing=None if routing is None else routing.float().cpu().numpy(),
             ))
@@ -145,16 +152,23 @@ class Assessor:
 
         if self._outlines is None:
             self._outlines = outlines.from_transformers(self.model, self.processor)
-            self._generator_for = lru_cache(maxsize=32)(lambda lv: outlines.Generator(
+            self._generator_for = lru_cache(maxsize=self.grammar_cache)(lambda lv: outlines.Generator(
                 self._outlines, JsonSchema(json.dumps(generation_model(lv).model_json_schema()), whitespace_pattern="")))
-        return self._generator_for(levels)
+        misses = self._generator_for.cache_info().misses
+        generator = self._generator_for(levels)
+        if self._generator_for.cache_info().misses > misses and gc.isenabled():
+            # an evicted grammar sits in reference cycles inside Outlines, which Python's collector
+            # only reaches after many more small allocations: without this, a run over many level
+            # combinations grew by ~2 GB per batch of 16 (measured) and was killed at 24 GB
+            gc.collect()
+        return generator
 
     def _report(self, inp: AssessInput, head: HeadResult, written: dict | None) -> Assessment:
         metrics = {}
         for j, m in enumerate(METRICS):
             evidence = [] if head.routing is None else evidence_boxes(head.routing[..., j])
             explanation = written[m]["explanation"] if written else "explanation not generated (scores only)"
-            metrics[m] = {"score": round(head.score[m], 3), "level": level_of(head.score[m]),
+            metrics[m] = {"score": head.score[m], "level": level_of(head.score[m]),
                           "confidence": round(head.confidence[m], 3), "explanation": explanation, "evidence": evidence}
         return Assessment(metrics=metrics, auxiliary_images=[r for r, _ in inp.aux()], model_id=self.model_id)
 

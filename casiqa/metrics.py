@@ -16,6 +16,7 @@ METRICS: tuple[str, ...] = (
 LEVELS: tuple[str, ...] = ("bad", "poor", "fair", "good", "excellent")
 
 SCORE_MIN, SCORE_MAX = 1.0, 5.0
+SCORE_DECIMALS = 3  # reports carry scores to this many decimals; levels are read from that value
 
 # Human-readable names, for explanations and the UI.
 METRIC_TITLES: dict[str, str] = {

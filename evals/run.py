@@ -72,6 +72,14 @@ def evaluate_model(assessor, rows, cfg: EvalConfig, out: Path) -> dict[str, dict
     path = out / "results.jsonl"
     done = read_done(path)
     todo = [r for r in rows if str(r["id"]) not in done]
+    if cfg.generate and todo:
+        # rows that share the heads' level combination share a compiled grammar (a few hundred MB
+        # each, so the assessor keeps only a few): assess them together
+        try:
+            heads = assessor.heads([to_input(x, cfg.aux) for x in todo])
+            todo = [todo[i] for i in sorted(range(len(todo)), key=lambda i: (heads[i].levels, i))]
+        except Exception:  # a bad row: keep the order; its batch records the error below
+            pass
     writer = ResultsWriter(path)
     try:
         for start in tqdm(range(0, len(todo), cfg.batch_size), desc=f"assess ({len(done)} done)", unit="batch"):

@@ -110,3 +110,35 @@ def test_200_sampled_assessments_from_an_untrained_model_all_validate(tiny_dir):
     assert len(reports) == 200
     for report in reports:
         Assessment.model_validate_json(report.model_dump_json())  # round trip through JSON text
+
+
+def test_compiled_grammars_are_bounded_by_the_cache(tiny_dir):
+    """Each level combination compiles its own grammar (hundreds of MB with a real tokenizer):
+    the assessor keeps at most `grammar_cache` of them, however many combinations it meets."""
+    from casiqa.assessor import Assessor
+
+    assessor = Assessor.load(str(tiny_dir), grammar_cache=2)
+    first = assessor._generator(("good", "fair", "poor"))
+    assert assessor._generator(("good", "fair", "poor")) is first       # a hit: not compiled again
+    for levels in (("bad", "fair", "poor"), ("excellent", "good", "bad")):
+        assessor._generator(levels)
+    info = assessor._generator_for.cache_info()
+    assert info.currsize == 2 and info.maxsize == 2 and info.hits == 1
+
+
+def test_a_score_at_a_level_boundary_reports_a_consistent_level(tiny_dir, monkeypatch):
+    """2.49996 is 'poor' but prints as 2.5 ('fair'): the level must be read from the score as
+    reported, or the report contradicts itself (9 % of one eval run did, before this was fixed)."""
+    import torch
+
+    import casiqa.assessor as assessor_module
+    from casiqa.assessor import Assessor
+    from casiqa.inputs import AssessInput
+
+    monkeypatch.setattr(assessor_module, "expected_score", lambda logits: torch.full(logits.shape[:-1], 2.49996))
+    assessor = Assessor.load(str(tiny_dir))
+    head = assessor.heads([AssessInput(np.full((64, 64), 0.5, np.float32), name="x")])[0]
+    assert head.levels == ("fair",) * 3
+    report = assessor.assess([AssessInput(np.full((64, 64), 0.5, np.float32), name="x")], generate=False)[0]
+    checked = Assessment.model_validate_json(report.model_dump_json())
+    assert all(m.score == 2.5 and m.level == "fair" for m in checked.metrics.__dict__.values())
