@@ -59,11 +59,28 @@ def _stages(args, training_args) -> str:
             f"{args.pixel_warmup_evidence_weight}{weights} (pixel-warmup/history.json){frozen}; (2) {sft}.")
 
 
-def write_card(out: Path, args, training_args, model_args, results: dict, command: str = "") -> None:
+def _warmup_table(out: Path) -> str:
+    """Validation SRCC per warm-up epoch from output_dir/pixel-warmup/history.json ('' if none)."""
+    import json
+
+    path = Path(out) / "pixel-warmup" / "history.json"
+    if not path.is_file():
+        return ""
+    history = json.loads(path.read_text())
+    head = "| epoch | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS)
+    lines = [f"| {e['epoch']:g} | " + " | ".join(f"{e.get(f'val_{m}_srcc', float('nan')):.3f}" for m in METRICS) + " |"
+             for e in history]
+    return "\n## Validation SRCC per warm-up epoch\n\n" + "\n".join([head, *lines]) + "\n"
+
+
+def write_card(out: Path, args, training_args, model_args, results: dict, command: str = "",
+               wall_s: float | None = None, n_params: int | None = None) -> None:
     test = results.get("test", {})
     rows = "\n".join(f"| {m} | {test[m]['srcc']:.3f} | {test[m]['plcc']:.3f} | {test[m]['krcc']:.3f} | {test[m]['rmse']:.3f} |"
                      for m in METRICS if m in test)
     recipe = f"`{command}`" if command else "see results.json"
+    size = f", {n_params / 1e6:.1f} M parameters" if n_params else ""
+    wall = f"\n- Wall time of the command: {wall_s / 60:.1f} min (measured by the run itself)." if wall_s else ""
     text = f"""---
 library_name: transformers
 tags: [cas-iqa, angiography, image-quality-assessment, qwen2_5_vl]
@@ -73,12 +90,12 @@ tags: [cas-iqa, angiography, image-quality-assessment, qwen2_5_vl]
 Quality assessor for synthetic X-ray angiograms (guidewire visibility, branch discernibility,
 artifact interference; 1..5, higher is better). Architecture: Qwen2.5-VL
 ({model_args.model_name_or_path or 'tiny'}) with MUST routing and metric heads (MUST {'on' if args.must else 'off'},
-auxiliary images {'used' if args.use_aux else 'not used'}).
+auxiliary images {'used' if args.use_aux else 'not used'}, {args.image_size} px{size}).
 
 - Data: `{args.data}` (CAS-Sim phantom or an annotated folder), train split; validation for model selection.
 - Command: {recipe}; seed {training_args.seed}.
 - Training: {_stages(args, training_args)}
-- Code: commit {_commit()}.
+- Code: commit {_commit()}.{wall}
 
 ## Test split ({test.get('n', 0)} cases never seen in training), heads' expected scores vs MOS
 
@@ -88,5 +105,5 @@ auxiliary images {'used' if args.use_aux else 'not used'}).
 
 PLCC and RMSE after the 4-parameter logistic fit (VQEG). Figures are on the phantom: they say how
 well the model reads the phantom's failures, not how it does on real generated angiograms.
-"""
+""" + _warmup_table(out)
     (Path(out) / "README.md").write_text(text)

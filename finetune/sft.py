@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -46,8 +47,22 @@ def lora_config(args, model_args):
                       modules_to_save=model_args.lora_modules_to_save or ["must"], task_type="CAUSAL_LM")
 
 
-def pixel_warmup(model, processor, args, training_args, train, val) -> None:
-    """Stage 1 (finetune/warmup.py); its result is kept in output_dir, so a rerun reuses it."""
+# the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
+WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_tophat", "use_aux",
+                 "aux_drop", "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size",
+                 "pixel_warmup_evidence_weight", "pixel_warmup_metric_weights", "tiny_hidden", "tiny_layers",
+                 "tiny_vision_depth", "tiny_vision_hidden")
+
+
+def warmup_settings(args, model_args, training_args) -> dict:
+    out = {f: getattr(args, f) for f in WARMUP_FIELDS}
+    out.update(model=model_args.model_name_or_path or "tiny", seed=training_args.seed)
+    return json.loads(json.dumps(out, default=str))
+
+
+def pixel_warmup(model, processor, args, training_args, train, val, settings: dict | None = None) -> None:
+    """Stage 1 (finetune/warmup.py); its result is kept in output_dir with the settings that made
+    it, so a rerun of the same recipe reuses it and a changed recipe is told to start afresh."""
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
@@ -58,8 +73,15 @@ def pixel_warmup(model, processor, args, training_args, train, val) -> None:
     if not args.pixel_warmup_epochs or getattr(must, "pixels", None) is None:
         return
     saved = Path(training_args.output_dir) / "pixel-warmup" / "must.safetensors"
+    kept = saved.parent / "settings.json"
     if saved.is_file():
-        print(f"pixel warm-up: reusing {saved}")
+        before = json.loads(kept.read_text()) if kept.is_file() else None
+        changed = [k for k in (settings or {}) if before is not None and before.get(k) != settings[k]]
+        if changed:
+            diff = ", ".join(f"{k}: {before.get(k)!r} -> {settings[k]!r}" for k in changed)
+            raise SystemExit(f"{saved.parent} was trained with other settings ({diff}); move it away or "
+                             f"choose another --output_dir to train stage 1 afresh")
+        print(f"pixel warm-up: reusing {saved}" + ("" if before is not None else " (made before settings were kept)"))
         must.load_state_dict(load_file(str(saved)))
         return
 
@@ -77,6 +99,8 @@ def pixel_warmup(model, processor, args, training_args, train, val) -> None:
     saved.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in must.state_dict().items()}, str(saved))
     (saved.parent / "history.json").write_text(json.dumps(history, indent=2))
+    if settings is not None:
+        kept.write_text(json.dumps(settings, indent=2))
 
 
 def subset(rows, n: int):
@@ -92,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from finetune.data import Collator, load_rows
     from finetune.trainer import CasIqaSFTTrainer
 
+    started = time.monotonic()
     parser = TrlParser((CasIqaArguments, SFTConfig, ModelConfig))
     args, training_args, model_args = parser.parse_args_and_config(argv)
     if not torch.cuda.is_available():
@@ -104,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     val = subset(load_rows(args.data, "validation"), args.eval_max_samples)
     model, processor = build_model(args, model_args, training_args)
     if not training_args.resume_from_checkpoint:  # a checkpoint already holds the warmed-up MUST
-        pixel_warmup(model, processor, args, training_args, train, val)
+        pixel_warmup(model, processor, args, training_args, train, val,
+                     warmup_settings(args, model_args, training_args))
     pixels = getattr(model.model.must, "pixels", None)
     if args.freeze_pixel_path and pixels is not None:
         pixels.freeze()
@@ -129,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.test_at_end:
         results["test"] = test_metrics(final, processor, args)
         command = "python -m finetune.sft " + " ".join(argv if argv is not None else sys.argv[1:])
-        write_card(out, args, training_args, model_args, results, command=command)
+        write_card(out, args, training_args, model_args, results, command=command,
+                   wall_s=time.monotonic() - started, n_params=sum(p.numel() for p in final.parameters()))
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results.get("test", results["validation"]), indent=2))
     return 0

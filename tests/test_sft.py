@@ -93,6 +93,10 @@ def test_pixel_warmup_runs_before_sft_and_is_reused(phantom, tmp_path, monkeypat
     capsys.readouterr()
     assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, "--save_steps", 1, *stage1) == 0
     assert "pixel warm-up: reusing" in capsys.readouterr().out
+    assert json.loads((out / "pixel-warmup" / "settings.json").read_text())["pixel_warmup_epochs"] == 2
+    # a changed recipe must not silently reuse a stage 1 trained under other settings
+    with pytest.raises(SystemExit, match="pixel_warmup_lr"):
+        _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, *stage1, "--pixel_warmup_lr", 1e-4)
 
 
 def test_a_dataset_without_scores_is_named(tmp_path, monkeypatch):

@@ -14,7 +14,10 @@ processed image), so MUST can add it to the target's tokens position by position
 Options (MustSettings): `pixel_patch`, the first layer's stride (2: a 3 x 3 conv at stride 2, the
 default; 1: at full resolution, twice the cost; 4, 7, 14: a linear patchify, cheaper, blind to
 thin lines in our probes); `pixel_tophat`, black top-hat planes of each image (thin dark
-structures on a flat background), computed in one batched filter in `forward`. BatchNorm by
+structures on a flat background), computed in one batched filter in `forward` (the tiny recipe
+uses 5 px: with them the top-hat of the live frame is its wire alone, and the target minus the
+reference is the target's wire, so the stem compares the two wires from its first layer; in a
+4-epoch probe the guidewire-only validation SRCC went 0.34 -> 0.57 with them). BatchNorm by
 default (statistics fixed by `freeze`), GroupNorm (`norm="group"`) for per-sample statistics.
 """
 

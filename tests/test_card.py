@@ -1,0 +1,24 @@
+import json
+from types import SimpleNamespace
+
+from casiqa.metrics import METRICS
+from finetune.card import write_card
+
+
+def test_card_records_measured_figures_and_warmup_history(tmp_path):
+    (tmp_path / "pixel-warmup").mkdir()
+    history = [{"step": 90 * e, "epoch": float(e), "loss": 2.0 / e, **{f"val_{m}_srcc": 0.1 * e for m in METRICS}}
+               for e in (1, 2)]
+    (tmp_path / "pixel-warmup" / "history.json").write_text(json.dumps(history))
+    args = SimpleNamespace(data="data/phantom", must=True, use_aux=True, image_size=224, pixel_warmup_epochs=2,
+                           pixel_warmup_batch_size=32, pixel_warmup_lr=2e-3, pixel_warmup_evidence_weight=1.0,
+                           pixel_warmup_metric_weights=[2.0, 1.0, 1.0], pixel_tophat=5, freeze_pixel_path=True)
+    training = SimpleNamespace(seed=0, max_steps=60, per_device_train_batch_size=16, learning_rate=5e-4)
+    test = {m: {"srcc": 0.5, "plcc": 0.6, "krcc": 0.4, "rmse": 0.9} for m in METRICS} | {"n": 355}
+    write_card(tmp_path, args, training, SimpleNamespace(model_name_or_path="tiny"), {"test": test},
+               command="python -m finetune.sft --config x.yaml", wall_s=1387.0, n_params=6_300_000)
+    card = (tmp_path / "README.md").read_text()
+    assert "23.1 min" in card and "6.3 M parameters" in card and "224 px" in card
+    assert "top-hat planes of 5 px" in card and "metric weights 2/1/1" in card
+    assert "| 2 | 0.200 | 0.200 | 0.200 |" in card          # the warm-up history, one row per epoch
+    assert "| guidewire_visibility | 0.500 | 0.600 | 0.400 | 0.900 |" in card
