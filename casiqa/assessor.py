@@ -113,9 +113,12 @@ class Assessor:
         return results
 
     # -- full assessment -------------------------------------------------------------------
-    def assess(self, batch: list[AssessInput], generate: bool = True, temperature: float = 0.0) -> list[Assessment]:
-        """Schema-valid assessments, in input order. generate=False gives a fixed explanation."""
-        heads = self.heads(batch)
+    def assess(self, batch: list[AssessInput], generate: bool = True, temperature: float = 0.0,
+               heads: list[HeadResult] | None = None) -> list[Assessment]:
+        """Schema-valid assessments, in input order. generate=False gives a fixed explanation;
+        `heads`, if the caller already has them for this batch, are not computed again."""
+        if heads is None or len(heads) != len(batch):
+            heads = self.heads(batch)
         texts: list[dict | None] = [None] * len(batch)
         if generate:
             groups: dict[tuple[str, ...], list[int]] = {}

@@ -72,21 +72,25 @@ def evaluate_model(assessor, rows, cfg: EvalConfig, out: Path) -> dict[str, dict
     path = out / "results.jsonl"
     done = read_done(path)
     todo = [r for r in rows if str(r["id"]) not in done]
+    heads: dict[str, object] = {}
     if cfg.generate and todo:
         # rows that share the heads' level combination share a compiled grammar (a few hundred MB
-        # each, so the assessor keeps only a few): assess them together
+        # each, so the assessor keeps only a few): assess them together, reusing these heads
         try:
-            heads = assessor.heads([to_input(x, cfg.aux) for x in todo])
-            todo = [todo[i] for i in sorted(range(len(todo)), key=lambda i: (heads[i].levels, i))]
+            found = assessor.heads([to_input(x, cfg.aux) for x in todo])
+            heads = {str(r["id"]): h for r, h in zip(todo, found, strict=True)}
+            todo = sorted(todo, key=lambda r: heads[str(r["id"])].levels)  # stable: ties keep their order
         except Exception:  # a bad row: keep the order; its batch records the error below
-            pass
+            heads = {}
     writer = ResultsWriter(path)
     try:
         for start in tqdm(range(0, len(todo), cfg.batch_size), desc=f"assess ({len(done)} done)", unit="batch"):
             chunk = todo[start : start + cfg.batch_size]
             t0 = time.perf_counter()
             try:
-                reports = assessor.assess([to_input(x, cfg.aux) for x in chunk], generate=cfg.generate)
+                known = [heads.get(str(x["id"])) for x in chunk]
+                reuse = {"heads": known} if all(known) else {}
+                reports = assessor.assess([to_input(x, cfg.aux) for x in chunk], generate=cfg.generate, **reuse)
                 outputs = [r.model_dump_json() for r in reports]
                 failure = None
             except Exception as e:  # a failed batch is recorded row by row, the run goes on
