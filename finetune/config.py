@@ -14,6 +14,10 @@ class CasIqaArguments:
     cross_attention: bool = True
     pixel_path: bool = field(default=True, metadata={"help": "MUST's conv stem over target and target - aux pixels"})
     pixel_tophat: int = field(default=0, metadata={"help": "black top-hat planes of this odd size in the stem (0: none)"})
+    pixel_dense: bool = field(default=False, metadata={
+        "help": "a 1x1 head on the stem's H/4 features, trained in the warm-up on dense damage maps"})
+    pool: str = field(default="attention", metadata={
+        "help": "metric branches' pooling: attention, or attention+mass (adds the routed mean: how much is damaged)"})
     router: str = "soft"
     use_aux: bool = field(default=True, metadata={"help": "False: never show live/reference images (ablation)"})
     aux_drop: float = field(default=0.3, metadata={"help": "chance each auxiliary image is dropped from a training row"})
@@ -28,6 +32,8 @@ class CasIqaArguments:
     pixel_warmup_lr: float = 2e-3
     pixel_warmup_batch_size: int = 32
     pixel_warmup_evidence_weight: float = 0.0
+    pixel_warmup_dense_weight: float = field(default=0.0, metadata={
+        "help": "weight of the dense damage maps' BCE in the warm-up (needs pixel_dense and failure records)"})
     pixel_warmup_metric_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
         "help": "per-metric weights of the warm-up's score loss, in casiqa.metrics.METRICS order "
                 "(guidewire, branches, artefacts); normalised to mean 1"})
@@ -59,5 +65,11 @@ class CasIqaArguments:
         if len(w) != len(METRICS) or min(w) < 0 or sum(w) <= 0:
             raise ValueError(f"pixel_warmup_metric_weights needs {len(METRICS)} weights >= 0 (not all 0) in the "
                              f"order {', '.join(METRICS)}; got {w}")
+        if self.pixel_warmup_dense_weight < 0:
+            raise ValueError("pixel_warmup_dense_weight must be >= 0")
+        if self.pixel_warmup_dense_weight and not self.pixel_dense:
+            raise ValueError("pixel_warmup_dense_weight needs pixel_dense: true (the head it trains)")
+        if self.pool not in ("attention", "attention+mass"):
+            raise ValueError(f"pool must be attention or attention+mass, got {self.pool!r}")
         if self.router not in ("soft", "topk"):
             raise ValueError(f"router must be soft or topk, got {self.router!r}")

@@ -55,6 +55,47 @@ def box_map(failures: list[dict] | None, grid: tuple[int, int]) -> torch.Tensor 
     return out
 
 
+# What a failure of each metric damages, for the dense maps: the devices, the vessel tree, or
+# (artefacts, and any metric whose mask a row lacks) the whole failure box.
+DAMAGED_STRUCTURE = {"guidewire_visibility": "device_mask", "branch_discernibility": "vessel_mask"}
+
+
+def damage_maps(row: dict, grid: tuple[int, int], dilate: int = 1) -> torch.Tensor | None:
+    """[M, h, w] dense damage targets on a fine grid (the pixel path's H/4 cells): inside a
+    failure's box, on the structure that failure damages (the row's device or vessel mask, max-
+    pooled onto the grid and dilated by `dilate` cells: a displaced wire or a blurred vessel lies
+    next to the true one), the failure's severity; 0 elsewhere; the maximum where failures
+    overlap. None for a row without failure records. A mask of another size than the target is
+    refused: it would mark the wrong pixels."""
+    failures = failure_list(row)
+    if failures is None:
+        return None
+    h, w = grid
+    structure = {}
+    target = grey_image(row.get("synthetic"))
+    for metric, key in DAMAGED_STRUCTURE.items():
+        mask = grey_image(row.get(key))
+        if mask is None:
+            continue
+        if target is not None and mask.shape != target.shape:
+            raise DatasetFieldError(f"row {row.get('id', '?')}: {key} is {mask.shape[1]}x{mask.shape[0]} px, "
+                                    f"the target {target.shape[1]}x{target.shape[0]} px; masks must match the target")
+        m = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(mask > 0.0).float()[None], (h, w))
+        if dilate:
+            m = torch.nn.functional.max_pool2d(m[None], 2 * dilate + 1, stride=1, padding=dilate)[0]
+        structure[metric] = m[0]
+    out = torch.zeros(len(METRICS), h, w)
+    cy, cx = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
+    for f in failures:
+        x0, y0, x1, y1 = f["bbox"]
+        inside = (((cy >= y0) & (cy <= y1))[:, None] & ((cx >= x0) & (cx <= x1))[None, :]).float()
+        j = METRICS.index(f["metric"])
+        where = inside * structure.get(f["metric"], 1.0)
+        severity = float(f.get("severity", 1.0))
+        out[j] = torch.maximum(out[j], severity * where)
+    return out
+
+
 def evidence_targets(rows: list[dict], grid_thw: torch.Tensor, images_per_row: list[int]) -> torch.Tensor:
     """[B, M, H, W] per target-token maps (box_map), -1 for padding and rows without failure
     records (ignored)."""

@@ -24,7 +24,8 @@ def build_model(args, model_args, training_args):
     from casiqa.model.loading import TinySpec, build_tiny, from_base, load
 
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
-                        pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat)
+                        pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat, pixel_dense=args.pixel_dense,
+                        pool=args.pool)
     name = model_args.model_name_or_path or "tiny"
     if name == "tiny":
         spec = TinySpec(hidden=args.tiny_hidden, layers=args.tiny_layers, vision_depth=args.tiny_vision_depth,
@@ -48,9 +49,10 @@ def lora_config(args, model_args):
 
 
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
-WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_tophat", "use_aux",
-                 "aux_drop", "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size",
-                 "pixel_warmup_evidence_weight", "pixel_warmup_metric_weights", "tiny_hidden", "tiny_layers",
+WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_tophat", "pixel_dense",
+                 "pool", "use_aux", "aux_drop", "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size",
+                 "pixel_warmup_evidence_weight", "pixel_warmup_dense_weight", "pixel_warmup_metric_weights",
+                 "tiny_hidden", "tiny_layers",
                  "tiny_vision_depth", "tiny_vision_hidden")
 
 
@@ -58,6 +60,17 @@ def warmup_settings(args, model_args, training_args) -> dict:
     out = {f: getattr(args, f) for f in WARMUP_FIELDS}
     out.update(model=model_args.model_name_or_path or "tiny", seed=training_args.seed)
     return json.loads(json.dumps(out, default=str))
+
+
+def _default(name: str):
+    from dataclasses import MISSING, fields
+
+    from finetune.config import CasIqaArguments
+
+    for f in fields(CasIqaArguments):
+        if f.name == name:
+            return json.loads(json.dumps(f.default if f.default is not MISSING else f.default_factory()))
+    return None
 
 
 def pixel_warmup(model, processor, args, training_args, train, val, settings: dict | None = None) -> None:
@@ -76,9 +89,11 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
     kept = saved.parent / "settings.json"
     if saved.is_file():
         before = json.loads(kept.read_text()) if kept.is_file() else None
-        changed = [k for k in (settings or {}) if before is not None and before.get(k) != settings[k]]
+        # a field the kept settings lack did not exist when they were written: it had its default
+        old = {k: (before or {}).get(k, _default(k)) for k in (settings or {})}
+        changed = [k for k in (settings or {}) if before is not None and old[k] != settings[k]]
         if changed:
-            diff = ", ".join(f"{k}: {before.get(k)!r} -> {settings[k]!r}" for k in changed)
+            diff = ", ".join(f"{k}: {old[k]!r} -> {settings[k]!r}" for k in changed)
             raise SystemExit(f"{saved.parent} was trained with other settings ({diff}); move it away or "
                              f"choose another --output_dir to train stage 1 afresh")
         print(f"pixel warm-up: reusing {saved}" + ("" if before is not None else " (made before settings were kept)"))
@@ -88,11 +103,12 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
     def bar(it, desc):
         return tqdm(it, desc=desc, mininterval=10)
 
-    data = pixel_rows(train, processor, use_aux=args.use_aux, progress=bar)
+    dense = bool(args.pixel_warmup_dense_weight)
+    data = pixel_rows(train, processor, use_aux=args.use_aux, progress=bar, dense=dense)
     check = pixel_rows(val, processor, use_aux=args.use_aux, progress=bar)
     cfg = WarmupConfig(epochs=args.pixel_warmup_epochs, batch_size=args.pixel_warmup_batch_size,
                        learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
-                       evidence_weight=args.pixel_warmup_evidence_weight,
+                       evidence_weight=args.pixel_warmup_evidence_weight, dense_weight=args.pixel_warmup_dense_weight,
                        metric_weights=tuple(args.pixel_warmup_metric_weights), seed=training_args.seed)
     history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),
                       progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from casiqa.data.rows import grey_image
 from casiqa.imaging import to_rgb
@@ -29,7 +30,7 @@ from casiqa.metrics import METRICS
 from casiqa.model.levels import evidence_loss, expected_score, soft_label_loss, soft_levels
 from casiqa.model.pixel import ROLES, UNIT, align, images_from_patches
 from casiqa.stats import agreement
-from finetune.data import box_map, failure_list
+from finetune.data import box_map, damage_maps, failure_list
 
 
 @dataclass
@@ -41,6 +42,7 @@ class PixelRows:
     levels: torch.Tensor                         # [N, M, L] soft level targets
     mos: np.ndarray                              # [N, M]
     boxes: list[torch.Tensor | None]             # [M, h, w] failure-box maps on the token grid, or None
+    damage: list[torch.Tensor | None] | None = None  # [M, H/4, W/4] dense damage maps (float16), or None
 
     def __len__(self) -> int:
         return len(self.target)
@@ -54,8 +56,10 @@ def grey_inputs(processor, images: list[np.ndarray]) -> list[torch.Tensor]:
                                ip.temporal_patch_size)
 
 
-def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: it) -> PixelRows:
-    target, aux, boxes, mos, std = [], [], [], [], []
+def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: it, dense: bool = False) -> PixelRows:
+    """The rows' pixels as the model's processor makes them; with `dense`, also each row's dense
+    damage maps on the pixel path's H/4 grid (finetune.data.damage_maps)."""
+    target, aux, boxes, mos, std, damage = [], [], [], [], [], []
     for row in progress(rows, "pixel cache"):
         roles = [r for r in ROLES if use_aux and row.get(r) is not None]
         greys = grey_inputs(processor, [grey_image(row["synthetic"])] + [grey_image(row[r]) for r in roles])
@@ -63,10 +67,14 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
         target.append(t.half())
         aux.append({r: align(g, tuple(t.shape)).half() for r, g in zip(roles, greys[1:], strict=True)})
         boxes.append(box_map(failure_list(row), (t.shape[0] // UNIT, t.shape[1] // UNIT)))
+        if dense:
+            d = damage_maps(row, (t.shape[0] // 4, t.shape[1] // 4))
+            damage.append(None if d is None else d.half())
         mos.append([float(row["scores"][m]["mos"]) for m in METRICS])
         std.append([float(row["scores"][m].get("std") or 0.0) for m in METRICS])
     mos_t = torch.tensor(mos)
-    return PixelRows(target, aux, soft_levels(mos_t, torch.tensor(std)), mos_t.numpy(), boxes)
+    return PixelRows(target, aux, soft_levels(mos_t, torch.tensor(std)), mos_t.numpy(), boxes,
+                     damage if dense else None)
 
 
 @dataclass
@@ -77,6 +85,7 @@ class WarmupConfig:
     weight_decay: float = 1e-4
     aux_drop: float = 0.3
     evidence_weight: float = 0.0
+    dense_weight: float = 0.0                         # BCE of the dense damage maps (needs pixel_dense)
     metric_weights: tuple[float, ...] | None = None   # per metric (METRICS order) in the score loss
     augment: bool = True
     seed: int = 0
@@ -143,6 +152,9 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
     total = max(1, math.ceil(cfg.epochs * per_epoch))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=total, pct_start=0.15)
     weights = None if cfg.metric_weights is None else torch.tensor(cfg.metric_weights, dtype=torch.float32)
+    dense = bool(cfg.dense_weight)
+    if dense and (must.pixels.dense is None or train.damage is None):
+        raise ValueError("dense_weight needs MUST's dense head (pixel_dense: true) and rows cached with dense maps")
     must.train()
     history, step = [], 0
     bar = progress(total=total, desc="pixel warm-up") if progress else None
@@ -156,8 +168,16 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             k, flip = rng.randrange(4), rng.random() < 0.5
             if cfg.augment:
                 x = _dihedral(x, k, flip)
-            logits, route = must.score_pixels(x)
+            if dense:
+                logits, route, fine = must.score_pixels(x, dense=True)
+            else:
+                logits, route = must.score_pixels(x)
             loss = soft_label_loss(logits, train.levels[idx].to(device), weights)
+            maps = [train.damage[i] for i in idx] if dense else []
+            if dense and all(m is not None for m in maps):
+                maps = torch.stack(maps).to(device, torch.float32)
+                maps = _dihedral(maps, k, flip) if cfg.augment else maps
+                loss = loss + cfg.dense_weight * F.binary_cross_entropy_with_logits(fine.float(), maps)
             if cfg.evidence_weight and all(b is not None for b in boxes):
                 maps = torch.stack(boxes).to(device)
                 maps = _dihedral(maps, k, flip) if cfg.augment else maps

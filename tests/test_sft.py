@@ -97,6 +97,12 @@ def test_pixel_warmup_runs_before_sft_and_is_reused(phantom, tmp_path, monkeypat
     # a changed recipe must not silently reuse a stage 1 trained under other settings
     with pytest.raises(SystemExit, match="pixel_warmup_lr"):
         _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, *stage1, "--pixel_warmup_lr", 1e-4)
+    # settings kept before a field existed count as that field's default, not as a change
+    kept = out / "pixel-warmup" / "settings.json"
+    old = json.loads(kept.read_text())
+    kept.write_text(json.dumps({k: v for k, v in old.items() if k != "pixel_warmup_batch_size"}))
+    with pytest.raises(SystemExit, match="pixel_warmup_batch_size: 32 -> 8"):
+        _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, *stage1)
 
 
 def test_a_dataset_without_scores_is_named(tmp_path, monkeypatch):
@@ -124,3 +130,7 @@ def test_recipe_fields_are_checked():
     with pytest.raises(ValueError, match="aux_drop"):
         CasIqaArguments(aux_drop=1.5)
     assert CasIqaArguments(pixel_warmup_metric_weights=[2.0, 1.0, 1.0]).pixel_warmup_metric_weights == [2.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="needs pixel_dense"):
+        CasIqaArguments(pixel_warmup_dense_weight=1.0, pixel_dense=False)
+    with pytest.raises(ValueError, match="pool must be"):
+        CasIqaArguments(pool="max")

@@ -19,6 +19,8 @@ class MustSettings:
     pixel_path: bool = True                  # a conv stem over target and target - aux pixels adds a path
     pixel_width: int = 48                    # channels of that stem (its last stage has twice as many)
     pixel_tophat: int = 0                    # black top-hat planes of this size (0: none): thin dark structures
+    pixel_dense: bool = False                # a 1x1 head on its H/4 features predicting dense damage maps (warm-up)
+    dense_to_heads: bool = True              # with pixel_dense: each map's mean and max join its metric's head
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)
     cross_attention: bool = True             # target tokens also attend to all aux tokens
     heads: int = 4                           # attention heads of that cross-attention
@@ -26,10 +28,13 @@ class MustSettings:
     top_k: int = 1
     temperature: float = 1.0
     hidden: int = 128                        # width of adapters and heads
+    pool: Literal["attention", "attention+mass"] = "attention"  # + routed mean: how much, not only how bad
 
     def __post_init__(self) -> None:
         if self.router not in ("soft", "topk"):
             raise ValueError(f"router must be 'soft' or 'topk', got {self.router!r}")
+        if self.pool not in ("attention", "attention+mass"):
+            raise ValueError(f"pool must be 'attention' or 'attention+mass', got {self.pool!r}")
         if self.temperature <= 0 or self.top_k < 1 or self.hidden < 1:
             raise ValueError("temperature must be > 0, top_k and hidden >= 1")
         if self.pixel_width < 8 or self.pixel_width % 8:

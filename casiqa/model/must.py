@@ -11,7 +11,8 @@ For each sample (one target image, zero to two auxiliary images, aligned to it):
                     router and heads read the quality stream: pixel path + tanh(gate) * target
                     tokens (the gate starts closed, so a pixel-only warm-up trains the same heads);
   4. branches       each metric branch adapts the tokens (metric-aware tokens) and an attention pool,
-                    biased by the routing weights, feeds that metric's head: logits over five levels.
+                    biased by the routing weights (optionally joined by the routed mean, which counts
+                    how much is damaged), feeds that metric's head: logits over five levels.
 The LM receives, at the same positions, the target tokens plus their routed branch adaptations, and
 the depth-fused auxiliary tokens: the visual token count never changes. Every residual branch
 starts at zero, so an untrained MUST passes the encoder's tokens through unchanged.
@@ -118,21 +119,44 @@ class Router(nn.Module):
 
 
 class MetricBranch(nn.Module):
-    """Metric-aware tokens (adapter) and a routing-biased attention pool into the level head."""
+    """Metric-aware tokens (adapter) pooled into the level head.
 
-    def __init__(self, dim: int, hidden: int, n_levels: int):
+    pool "attention": a routing-biased attention pool, a weighted *average* of the tokens, so it
+    says what the worst place looks like but not how many places there are (one missing branch
+    and four look alike). "attention+mass" adds the routing-weighted mean of the tokens, which
+    grows with the share of the image routed to the metric: how much is missing or broken.
+    """
+
+    def __init__(self, dim: int, hidden: int, n_levels: int, pool: str = "attention", extra: int = 0):
         super().__init__()
+        self.pool = pool
         self.adapter = mlp(dim, hidden, dim, zero_out=True)
         self.norm = nn.LayerNorm(dim)
         self.score = nn.Linear(dim, 1)
-        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, n_levels))
+        d_in = dim * (2 if pool == "attention+mass" else 1) + extra   # extra: the damage-map summary
+        self.head = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, n_levels))
 
-    def forward(self, tokens: torch.Tensor, route: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, tokens: torch.Tensor, route: torch.Tensor,
+                extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         delta = self.adapter(tokens)                                   # [N, D]
         branch = tokens + delta
         attn = (self.score(self.norm(branch))[:, 0] + torch.log(route.clamp_min(1e-6))).softmax(dim=0)  # [N]
         pooled = (attn[:, None] * branch).sum(dim=0)                   # [D]
+        if self.pool == "attention+mass":
+            pooled = torch.cat([pooled, (route[:, None] * branch).mean(dim=0)])  # [2D]
+        if extra is not None:
+            pooled = torch.cat([pooled, extra.to(pooled.dtype)])
         return self.head(pooled), delta
+
+
+DAMAGE_STATS = 2  # per metric: mean and max of the predicted damage map
+
+
+def damage_summary(fine: torch.Tensor) -> torch.Tensor:
+    """Dense damage logits [B, M, h, w] -> [B, M, 2]: how much of the image is damaged (mean) and
+    how badly the worst place is (max), each in [0, 1]."""
+    p = torch.sigmoid(fine.float())
+    return torch.stack([p.mean(dim=(-2, -1)), p.amax(dim=(-2, -1))], dim=-1)
 
 
 class Must(nn.Module):
@@ -144,11 +168,14 @@ class Must(nn.Module):
         if settings.enabled:
             self.depth = DepthFusion(n_paths, patch_dim, dim)
             self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
-            self.pixels = (PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch, tophat=settings.pixel_tophat)
+            self.pixels = (PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch, tophat=settings.pixel_tophat,
+                                     dense=len(metrics) if settings.pixel_dense else 0)
                            if settings.pixel_path else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)
-            self.branches = nn.ModuleList(MetricBranch(dim, settings.hidden, n_levels) for _ in metrics)
+            extra = DAMAGE_STATS if settings.pixel_dense and settings.dense_to_heads else 0
+            self.branches = nn.ModuleList(MetricBranch(dim, settings.hidden, n_levels, settings.pool, extra)
+                                          for _ in metrics)
         else:  # ablation: a plain VLM, one head per metric on mean-pooled target tokens
             self.pooled_heads = nn.ModuleList(
                 nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, settings.hidden), nn.GELU(), nn.Linear(settings.hidden, n_levels))
@@ -166,7 +193,8 @@ class Must(nn.Module):
             logits = torch.stack([torch.stack([h(final[t].mean(dim=0)) for h in self.pooled_heads]) for t in targets])
             return MustResult(list(final), logits, [None] * batch_size, [None] * batch_size)
         fused = [self.depth(f, p) for f, p in zip(final, paths, strict=True)]
-        pixel_tokens = self._pixel_tokens(pixels, roles, samples, targets) if self.pixels is not None else None
+        pixel_tokens, damage = (self._pixel_tokens(pixels, roles, samples, targets) if self.pixels is not None
+                                else (None, None))
         tokens = list(fused)
         logits, routing, raw_logits = [], [], []
         for b, t in enumerate(targets):
@@ -175,35 +203,45 @@ class Must(nn.Module):
             # the quality stream the router and heads read: the pixel path, joined by the encoder's
             # tokens through a gate that starts closed (a pixel-path warm-up leaves the heads as trained)
             q = x if pixel_tokens is None else pixel_tokens[b] + torch.tanh(self.vit_gate) * x
-            level_logits, route, raw, deltas = self.score(q)
+            level_logits, route, raw, deltas = self.score(q, None if damage is None else damage[b])
             tokens[t] = x + (route[:, :, None] * deltas).sum(dim=1)   # routed metric-aware tokens
             logits.append(level_logits)
             routing.append(route.reshape(*grids[t], -1))
             raw_logits.append(raw.reshape(*grids[t], -1))
         return MustResult(tokens, torch.stack(logits), routing, raw_logits)
 
-    def score(self, q: torch.Tensor):
-        """Quality tokens [N, D] -> level logits [M, L], routing [N, M], router logits [N, M] and
-        each branch's metric-aware adaptation [N, M, D]."""
+    @property
+    def feeds_damage(self) -> bool:
+        return bool(self.settings.pixel_dense and self.settings.dense_to_heads and self.pixels is not None)
+
+    def score(self, q: torch.Tensor, damage: torch.Tensor | None = None):
+        """Quality tokens [N, D] (and, when the damage maps feed the heads, their summary [M, 2])
+        -> level logits [M, L], routing [N, M], router logits [N, M] and each branch's metric-aware
+        adaptation [N, M, D]."""
         route, raw = self.router(q)
         per_metric, deltas = [], []
         for m, branch in enumerate(self.branches):
-            level_logits, delta = branch(q, route[:, m])
+            level_logits, delta = branch(q, route[:, m], None if damage is None else damage[m])
             per_metric.append(level_logits)
             deltas.append(delta)
         return torch.stack(per_metric), route, raw, torch.stack(deltas, dim=1)
 
-    def score_pixels(self, channels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_pixels(self, channels: torch.Tensor, dense: bool = False):
         """The pixel path alone (no encoder, no LM): channels [B, C, H, W] (PixelPath.channels) ->
-        level logits [B, M, L] and router logits [B, N, M]. What the pixel warm-up trains; equal to
-        the full forward's while the encoder gate is closed."""
-        feats = self.pixels(channels)
-        out = [self.score(f) for f in feats]
-        return torch.stack([o[0] for o in out]), torch.stack([o[2] for o in out])
+        level logits [B, M, L] and router logits [B, N, M] (and with `dense`, the damage-map
+        logits [B, M, H/4, W/4]). What the pixel warm-up trains; equal to the full forward's while
+        the encoder gate is closed."""
+        need = dense or self.feeds_damage
+        feats, fine = self.pixels(channels, dense=True) if need else (self.pixels(channels), None)
+        damage = damage_summary(fine) if self.feeds_damage else None
+        out = [self.score(f, None if damage is None else damage[b]) for b, f in enumerate(feats)]
+        logits, route = torch.stack([o[0] for o in out]), torch.stack([o[2] for o in out])
+        return (logits, route, fine) if dense else (logits, route)
 
     def _pixel_tokens(self, pixels: list[torch.Tensor] | None, roles: list[str], samples: list[int],
-                      targets: list[int]) -> list[torch.Tensor]:
-        """Per sample [N, D] pixel-path features of its target grid; targets of one size share a batch."""
+                      targets: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Per sample [N, D] pixel-path features of its target grid, and (when the damage maps feed
+        the heads) its damage summary [M, 2]; targets of one size share a batch."""
         if pixels is None:
             raise ValueError("MUST's pixel path needs the images' pixels")
         stacks = []
@@ -212,12 +250,20 @@ class Must(nn.Module):
             aux = {roles[i]: align(pixels[i], size) for i in range(len(roles)) if samples[i] == b and i != t}
             stacks.append(self.pixels.channels(pixels[t], aux))
         out: list[torch.Tensor | None] = [None] * len(targets)
+        damage: list[torch.Tensor | None] | None = [None] * len(targets) if self.feeds_damage else None
         for size in dict.fromkeys(tuple(x.shape) for x in stacks):  # first-seen order: deterministic batches
             idx = [b for b, x in enumerate(stacks) if tuple(x.shape) == size]
-            feats = self.pixels(torch.stack([stacks[b] for b in idx]))
+            batch = torch.stack([stacks[b] for b in idx])
+            if damage is not None:
+                feats, fine = self.pixels(batch, dense=True)
+                summary = damage_summary(fine).to(feats.dtype)
+            else:
+                feats = self.pixels(batch)
             for j, b in enumerate(idx):
                 out[b] = feats[j]
-        return out
+                if damage is not None:
+                    damage[b] = summary[j]
+        return out, damage
 
 
 def _targets(roles: list[str], samples: list[int], batch_size: int) -> list[int]:

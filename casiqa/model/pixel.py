@@ -17,8 +17,12 @@ thin lines in our probes); `pixel_tophat`, black top-hat planes of each image (t
 structures on a flat background), computed in one batched filter in `forward` (the tiny recipe
 uses 5 px: with them the top-hat of the live frame is its wire alone, and the target minus the
 reference is the target's wire, so the stem compares the two wires from its first layer; in a
-4-epoch probe the guidewire-only validation SRCC went 0.34 -> 0.57 with them). BatchNorm by
-default (statistics fixed by `freeze`), GroupNorm (`norm="group"`) for per-sample statistics.
+4-epoch probe the guidewire-only validation SRCC went 0.34 -> 0.57 with them); `dense`, a 1x1
+head on the H/4 features that predicts per-metric damage maps (finetune.data.damage_maps): the
+warm-up can then tell the stem where a failure is to within 4 px, not only which 28 px token
+holds it (with MustSettings.dense_to_heads, each map's mean and max also join its metric's
+head: how much of the image is damaged, as a number the head can read). BatchNorm by default (statistics fixed by `freeze`), GroupNorm (`norm="group"`) for
+per-sample statistics.
 """
 
 from __future__ import annotations
@@ -88,7 +92,7 @@ class PixelPath(nn.Module):
     merged token [B, N, D]."""
 
     def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2,
-                 tophat: int = 0):
+                 tophat: int = 0, dense: int = 0):
         super().__init__()
         self.diff_gain = diff_gain  # differences are small in grey: scale them to the images' range
         if tophat and (tophat < 3 or tophat % 2 == 0):
@@ -119,6 +123,14 @@ class PixelPath(nn.Module):
                 _block(2 * width, 2 * width, False, norm),
             )
         self.out = nn.Sequential(nn.LayerNorm(4 * width), nn.Linear(4 * width, dim))
+        # dense damage maps from the H/4 features (before they are pooled onto the token grid):
+        # a training signal where the failure is, pixel-close, not only in which token
+        self.dense = None
+        if dense:
+            if patch not in (1, 2):
+                raise ValueError(f"dense damage maps need pixel patch 1 or 2 (an H/4 stage), got {patch}")
+            self.dense = nn.Conv2d(width, dense, 1)
+            self._fine_at = next(i for i, m in enumerate(self.stem) if isinstance(m, nn.MaxPool2d) and m.kernel_size == 7)
 
     def freeze(self) -> None:
         """Fix the path as trained (weights and normalisation statistics), e.g. for a later stage."""
@@ -144,19 +156,28 @@ class PixelPath(nn.Module):
         chans.append(self.diff_gain * (aux["live"] - aux["reference"]) if both else torch.zeros_like(target))
         return torch.stack(chans)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, H, W] (planes of `channels`) with H, W multiples of 28 -> [B, (H/28) * (W/28), D]."""
+    def forward(self, x: torch.Tensor, dense: bool = False):
+        """x [B, C, H, W] (planes of `channels`) with H, W multiples of 28 -> [B, (H/28) * (W/28), D];
+        with `dense`, also the damage-map logits [B, M, H/4, W/4] (needs the dense head)."""
         if self.tophat:  # one batched filter over every image plane (absent images are zero planes)
             x = torch.cat([x, self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], self.tophat)], dim=1)
+        if dense and self.dense is None:
+            raise ValueError("this pixel path has no dense head (MustSettings.pixel_dense)")
         # channels-last: the convolutions' fast layout on CPU (oneDNN; ~20 % less time per batch)
-        h = self.stem(x.contiguous(memory_format=torch.channels_last))   # [B, 2w, H/28, W/28]
+        h = x.contiguous(memory_format=torch.channels_last)
+        fine = None
+        for i, layer in enumerate(self.stem):
+            if dense and i == self._fine_at:
+                fine = self.dense(h)                                      # [B, M, H/4, W/4]
+            h = layer(h)                                                  # finally [B, 2w, H/28, W/28]
         grid = (x.shape[-2] // UNIT, x.shape[-1] // UNIT)
         if tuple(h.shape[-2:]) != grid:  # patch 4: stride 16, area-pooled onto the token grid
             h = F.adaptive_avg_pool2d(h, grid)
         # each token also sees its 3 x 3 neighbourhood's strongest response (thin structures
         # crossing token borders, context of a gap)
         h = torch.cat([h, F.max_pool2d(h, 3, stride=1, padding=1)], dim=1)  # [B, 4w, h, w]
-        return self.out(h.flatten(2).transpose(1, 2))
+        tokens = self.out(h.flatten(2).transpose(1, 2))
+        return (tokens, fine) if dense else tokens
 
 
 def align(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
