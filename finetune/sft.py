@@ -104,8 +104,8 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
         return tqdm(it, desc=desc, mininterval=10)
 
     dense = bool(args.pixel_warmup_dense_weight)
-    data = pixel_rows(train, processor, use_aux=args.use_aux, progress=bar, dense=dense)
-    check = pixel_rows(val, processor, use_aux=args.use_aux, progress=bar)
+    data = pixel_rows(train, processor, use_aux=args.use_aux, progress=bar, dense=dense, pixels=must.pixels)
+    check = pixel_rows(val, processor, use_aux=args.use_aux, progress=bar, pixels=must.pixels)
     cfg = WarmupConfig(epochs=args.pixel_warmup_epochs, batch_size=args.pixel_warmup_batch_size,
                        learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
                        evidence_weight=args.pixel_warmup_evidence_weight, dense_weight=args.pixel_warmup_dense_weight,

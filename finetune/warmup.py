@@ -43,6 +43,7 @@ class PixelRows:
     mos: np.ndarray                              # [N, M]
     boxes: list[torch.Tensor | None]             # [M, h, w] failure-box maps on the token grid, or None
     damage: list[torch.Tensor | None] | None = None  # [M, H/4, W/4] dense damage maps (float16), or None
+    tophat: list[torch.Tensor] | None = None     # [3, H, W] top-hat planes of target, live, reference (float16)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -56,16 +57,22 @@ def grey_inputs(processor, images: list[np.ndarray]) -> list[torch.Tensor]:
                                ip.temporal_patch_size)
 
 
-def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: it, dense: bool = False) -> PixelRows:
+def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: it, dense: bool = False,
+               pixels=None) -> PixelRows:
     """The rows' pixels as the model's processor makes them; with `dense`, also each row's dense
-    damage maps on the pixel path's H/4 grid (finetune.data.damage_maps)."""
-    target, aux, boxes, mos, std, damage = [], [], [], [], [], []
+    damage maps on the pixel path's H/4 grid (finetune.data.damage_maps); given the model's pixel
+    path with top-hat planes, those planes too (computed once here, not in every epoch)."""
+    target, aux, boxes, mos, std, damage, tophat = [], [], [], [], [], [], []
     for row in progress(rows, "pixel cache"):
         roles = [r for r in ROLES if use_aux and row.get(r) is not None]
         greys = grey_inputs(processor, [grey_image(row["synthetic"])] + [grey_image(row[r]) for r in roles])
         t = greys[0]
         target.append(t.half())
         aux.append({r: align(g, tuple(t.shape)).half() for r, g in zip(roles, greys[1:], strict=True)})
+        if pixels is not None and pixels.tophat:
+            with torch.no_grad():
+                planes = pixels.channels(t, {r: a.float() for r, a in aux[-1].items()})[None]
+                tophat.append(pixels.tophat_planes(planes.to(next(pixels.parameters()).dtype))[0].cpu().half())
         boxes.append(box_map(failure_list(row), (t.shape[0] // UNIT, t.shape[1] // UNIT)))
         if dense:
             d = damage_maps(row, (t.shape[0] // 4, t.shape[1] // 4))
@@ -74,7 +81,7 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
         std.append([float(row["scores"][m].get("std") or 0.0) for m in METRICS])
     mos_t = torch.tensor(mos)
     return PixelRows(target, aux, soft_levels(mos_t, torch.tensor(std)), mos_t.numpy(), boxes,
-                     damage if dense else None)
+                     damage if dense else None, tophat or None)
 
 
 @dataclass
@@ -106,9 +113,14 @@ def _batches(data: PixelRows, batch_size: int, rng: random.Random) -> list[list[
 
 def _channels(must, data: PixelRows, idx: list[int], drop: float, rng: random.Random) -> torch.Tensor:
     stacks = []
+    cached = data.tophat is not None and must.pixels.tophat
     for i in idx:
         aux = {r: a.float() for r, a in data.aux[i].items() if rng.random() >= drop}
-        stacks.append(must.pixels.channels(data.target[i].float(), aux))
+        x = must.pixels.channels(data.target[i].float(), aux)
+        if cached:  # the cached top-hat planes, those of dropped images zeroed as forward would
+            keep = torch.tensor([1.0] + [float(r in aux) for r in ROLES])[:, None, None]
+            x = torch.cat([x, data.tophat[i].float() * keep])
+        stacks.append(x)
     p = next(must.pixels.parameters())
     return torch.stack(stacks).to(p.device, p.dtype)
 

@@ -131,3 +131,31 @@ def test_tophat_planes_are_added_in_forward():
     with torch.no_grad():
         assert path(x).shape == (1, 4, 8)
     assert black_tophat(x[:, list(IMAGE_PLANES)], 5)[0, 1].eq(0).all()  # live absent: its top-hat plane is zero
+
+
+def test_cached_tophat_planes_give_what_forward_computes():
+    """The warm-up caches the top-hat planes once; with an auxiliary image dropped, its cached
+    plane is zeroed, so the stem sees exactly what forward would compute."""
+    import random
+
+    from casiqa.model.config import MustSettings
+    from casiqa.model.must import Must
+    from finetune.warmup import PixelRows, _channels
+
+    must = Must(MustSettings(pixel_tophat=5), dim=16, patch_dim=8, metrics=METRICS, n_levels=len(LEVELS), n_paths=1).eval()
+    path = must.pixels
+    n = 6
+    target = [torch.rand(56, 56).half() for _ in range(n)]
+    aux = [{"live": torch.rand(56, 56).half(), "reference": torch.rand(56, 56).half()} for _ in range(n)]
+    planes = [path.tophat_planes(path.channels(t.float(), {r: a.float() for r, a in x.items()})[None])[0].half()
+              for t, x in zip(target, aux, strict=True)]
+    plain = PixelRows(target, aux, torch.zeros(n, 3, 5), np.zeros((n, 3)), [None] * n)
+    cached = PixelRows(target, aux, torch.zeros(n, 3, 5), np.zeros((n, 3)), [None] * n, tophat=planes)
+    a = _channels(must, plain, list(range(n)), 0.5, random.Random(3))
+    b = _channels(must, cached, list(range(n)), 0.5, random.Random(3))
+    assert a.shape[1] == IN_CHANNELS and b.shape[1] == path.in_channels
+    assert a[:, 3].eq(0).any() and a[:, 6].eq(1).any()   # some aux images were dropped, some kept
+    with torch.no_grad():
+        assert torch.allclose(path(a), path(b), atol=2e-3)   # float16 cache
+    with pytest.raises(ValueError, match=f"takes {IN_CHANNELS} planes"):
+        path(a[:, :5])

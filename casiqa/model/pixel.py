@@ -156,11 +156,21 @@ class PixelPath(nn.Module):
         chans.append(self.diff_gain * (aux["live"] - aux["reference"]) if both else torch.zeros_like(target))
         return torch.stack(chans)
 
+    def tophat_planes(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] planes of `channels` -> [B, 3, H, W] top-hat planes of target, live and
+        reference, in one batched filter (absent images are zero planes and stay zero)."""
+        return self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], self.tophat)
+
     def forward(self, x: torch.Tensor, dense: bool = False):
-        """x [B, C, H, W] (planes of `channels`) with H, W multiples of 28 -> [B, (H/28) * (W/28), D];
-        with `dense`, also the damage-map logits [B, M, H/4, W/4] (needs the dense head)."""
-        if self.tophat:  # one batched filter over every image plane (absent images are zero planes)
-            x = torch.cat([x, self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], self.tophat)], dim=1)
+        """x [B, C, H, W] (planes of `channels`, optionally followed by `tophat_planes`) with H, W
+        multiples of 28 -> [B, (H/28) * (W/28), D]; with `dense`, also the damage-map logits
+        [B, M, H/4, W/4] (needs the dense head)."""
+        if self.tophat and x.shape[1] == IN_CHANNELS:  # top-hat planes not given (the warm-up caches them)
+            x = torch.cat([x, self.tophat_planes(x)], dim=1)
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f"the pixel path takes {IN_CHANNELS} planes (PixelPath.channels)"
+                             + (f" or {self.in_channels} with the top-hat planes" if self.tophat else "")
+                             + f", got {x.shape[1]}")
         if dense and self.dense is None:
             raise ValueError("this pixel path has no dense head (MustSettings.pixel_dense)")
         # channels-last: the convolutions' fast layout on CPU (oneDNN; ~20 % less time per batch)
