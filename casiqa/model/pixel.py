@@ -14,15 +14,16 @@ processed image), so MUST can add it to the target's tokens position by position
 Options (MustSettings): `pixel_patch`, the first layer's stride (2: a 3 x 3 conv at stride 2, the
 default; 1: at full resolution, twice the cost; 4, 7, 14: a linear patchify, cheaper, blind to
 thin lines in our probes); `pixel_tophat`, black top-hat planes of each image (thin dark
-structures on a flat background), computed in one batched filter in `forward` (the tiny recipe
+structures on a flat background), computed in one batched filter in `forward` or given with
+the planes (the warm-up caches them; the tiny recipe
 uses 5 px: with them the top-hat of the live frame is its wire alone, and the target minus the
 reference is the target's wire, so the stem compares the two wires from its first layer; in a
 4-epoch probe the guidewire-only validation SRCC went 0.34 -> 0.57 with them); `dense`, a 1x1
 head on the H/4 features that predicts per-metric damage maps (finetune.data.damage_maps): the
 warm-up can then tell the stem where a failure is to within 4 px, not only which 28 px token
 holds it (with MustSettings.dense_to_heads, each map's mean and max also join its metric's
-head: how much of the image is damaged, as a number the head can read). BatchNorm by default (statistics fixed by `freeze`), GroupNorm (`norm="group"`) for
-per-sample statistics.
+head: how much of the image is damaged, as a number the head can read). BatchNorm by default
+(statistics fixed by `freeze`), GroupNorm (`norm="group"`) for per-sample statistics.
 """
 
 from __future__ import annotations
