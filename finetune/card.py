@@ -54,9 +54,12 @@ def _stages(args, training_args) -> str:
     tophat = f", top-hat planes of {args.pixel_tophat} px" if getattr(args, "pixel_tophat", 0) else ""
     weights = getattr(args, "pixel_warmup_metric_weights", None)
     weights = f", metric weights {'/'.join(f'{w:g}' for w in weights)}" if weights and len(set(weights)) > 1 else ""
-    return (f"(1) pixel warm-up of MUST's quality path{tophat}, {args.pixel_warmup_epochs:g} epochs of batch "
+    dense = getattr(args, "pixel_warmup_dense_weight", 0.0)
+    dense = f", dense damage maps weight {dense:g}" if dense else ""
+    pool = ", mass pooling in the metric branches" if getattr(args, "pool", "attention") == "attention+mass" else ""
+    return (f"(1) pixel warm-up of MUST's quality path{tophat}{pool}, {args.pixel_warmup_epochs:g} epochs of batch "
             f"{args.pixel_warmup_batch_size}, learning rate {args.pixel_warmup_lr}, evidence weight "
-            f"{args.pixel_warmup_evidence_weight}{weights} (pixel-warmup/history.json){frozen}; (2) {sft}.")
+            f"{args.pixel_warmup_evidence_weight}{dense}{weights} (pixel-warmup/history.json){frozen}; (2) {sft}.")
 
 
 def _warmup_table(out: Path) -> str:
