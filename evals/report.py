@@ -64,6 +64,21 @@ def confusions(path: Path, matrices: dict) -> None:
     plt.close(fig)
 
 
+def kind_table(kinds: dict) -> list[str]:
+    """Markdown lines: CAS-IQA per failure kind (evals.scoring.by_failure_kind)."""
+    lines = ["## CAS-IQA by failure kind", "",
+             "Rows grouped by each metric's failures: none, one failure of a kind, or several. "
+             "Spearman(severity, score) should be strongly negative; near 0 means the model sees the "
+             "failure but not how bad it is.", "",
+             "| metric | failure | n | Spearman(severity, score) | mean score | mean truth | MAE |",
+             "|---|---|---|---|---|---|---|"]
+    for m in METRICS:
+        for kind, r in kinds.get(m, {}).items():
+            s = f"{r['srcc_severity']:.2f}" if "srcc_severity" in r else ""
+            lines.append(f"| {m} | {kind} | {r['n']} | {s} | {r['mean_pred']:.2f} | {r['mean_truth']:.2f} | {r['mae']:.2f} |")
+    return lines + [""]
+
+
 def write_report(out: Path, metrics: dict, systems: dict) -> None:
     lines = [f"# Eval: {metrics['model']} on {metrics['data']} [{metrics['split']}]", "",
              f"{metrics['n_rows']} rows; schema-valid outputs {metrics['schema_valid_rate']:.1%}; "
@@ -81,7 +96,10 @@ def write_report(out: Path, metrics: dict, systems: dict) -> None:
         lines.append("")
     if metrics["invalid"]:
         lines += ["Invalid outputs (first 20):", ""] + [f"- {x['id']}: {x['error']}" for x in metrics["invalid"]] + [""]
-    lines += ["PLCC and RMSE after the 4-parameter logistic fit (VQEG); SRCC/KRCC/PLCC by scipy.", "", "## Plots", ""]
+    lines += ["PLCC and RMSE after the 4-parameter logistic fit (VQEG); SRCC/KRCC/PLCC by scipy.", ""]
+    if metrics.get("by_failure_kind"):
+        lines += kind_table(metrics["by_failure_kind"])
+    lines += ["## Plots", ""]
     if "CAS-IQA" in systems:
         pred, truth = systems["CAS-IQA"]
         scatter(out / "scatter.png", pred, truth, main)

@@ -22,12 +22,12 @@ import numpy as np
 from pydantic import ValidationError
 from tqdm import tqdm
 
-from casiqa.data.rows import grey_image, load_rows
+from casiqa.data.rows import failure_list, grey_image, load_rows
 from casiqa.inputs import AssessInput
 from casiqa.metrics import METRICS
 from casiqa.schema import Assessment
 from evals.results import ResultsWriter, read_done
-from evals.scoring import confusion, latency, metric_table
+from evals.scoring import by_failure_kind, confusion, latency, metric_table
 
 
 @dataclass
@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
                       for j, m in enumerate(METRICS)} if "CAS-IQA" in systems else {},
         "wall_time_s": round(time.perf_counter() - t0, 1),
     }
+    if valid:
+        failures = [failure_list(r) for r, res in zip(rows, ordered, strict=True) if res["valid"]]
+        metrics["by_failure_kind"] = by_failure_kind(failures, *systems["CAS-IQA"])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out, metrics, systems)
     print((out / "report.md").read_text().split("## Plots")[0])

@@ -55,3 +55,32 @@ def latency(seconds: list[float]) -> dict[str, float]:
     if not seconds:
         return {"p50_s": None, "p95_s": None}
     return {"p50_s": round(float(np.percentile(seconds, 50)), 4), "p95_s": round(float(np.percentile(seconds, 95)), 4)}
+
+
+def by_failure_kind(failures: list[list[dict] | None], pred: np.ndarray, truth: np.ndarray) -> dict:
+    """Which failures a model reads and which it misses. For each metric, rows are grouped by
+    that metric's failures: 'none' (no failure of the metric), one failure of kind K ('K'), or
+    'several'; rows without failure records are left out. Per group: n, mean predicted score and
+    mean truth, mean absolute error, and (single-kind groups, n >= 5) the Spearman correlation of
+    the failure's severity with the predicted score, which should be strongly negative (a model
+    that sees the failure but not how bad it is sits near 0)."""
+    out: dict[str, dict] = {}
+    for j, m in enumerate(METRICS):
+        groups: dict[str, list[tuple[float, float, float]]] = {}
+        for fs, p, t in zip(failures, pred[:, j], truth[:, j], strict=True):
+            if fs is None:
+                continue
+            mine = [f for f in fs if f.get("metric") == m]
+            key = "none" if not mine else mine[0].get("kind", "?") if len(mine) == 1 else "several"
+            severity = float(mine[0].get("severity", np.nan)) if len(mine) == 1 else np.nan
+            groups.setdefault(key, []).append((severity, float(p), float(t)))
+        table = {}
+        for key in sorted(groups, key=lambda k: (k in ("none", "several"), k)):
+            a = np.array(groups[key])
+            row = {"n": len(a), "mean_pred": round(float(a[:, 1].mean()), 3), "mean_truth": round(float(a[:, 2].mean()), 3),
+                   "mae": round(float(np.abs(a[:, 1] - a[:, 2]).mean()), 3)}
+            if key not in ("none", "several") and len(a) >= 5 and np.ptp(a[:, 0]) > 0 and np.ptp(a[:, 1]) > 0:
+                row["srcc_severity"] = round(srcc(a[:, 0], a[:, 1]), 3)
+            table[key] = row
+        out[m] = table
+    return out

@@ -14,7 +14,7 @@ import random
 
 import torch
 
-from casiqa.data.rows import DatasetFieldError, grey_image, load_rows  # noqa: F401  (re-exported)
+from casiqa.data.rows import DatasetFieldError, failure_list, grey_image, load_rows  # noqa: F401  (re-exported)
 from casiqa.imaging import to_rgb
 from casiqa.metrics import METRIC_TITLES, METRICS, level_of
 from casiqa.model.levels import soft_levels
@@ -30,14 +30,6 @@ def answer_json(row: dict) -> str:
         text = to_explanation(lines) if lines else "no finding"
         out[m] = {"level": level_of(float(row["scores"][m]["mos"])), "explanation": text}
     return json.dumps(out, separators=(",", ":"))
-
-
-def failure_list(row: dict) -> list[dict] | None:
-    """A row's failures (phantom rows store them as JSON text), or None when it has none recorded."""
-    failures = row.get("failures")
-    if failures is None:
-        return None
-    return json.loads(failures) if isinstance(failures, str) else list(failures)
 
 
 def box_map(failures: list[dict] | None, grid: tuple[int, int]) -> torch.Tensor | None:

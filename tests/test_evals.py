@@ -80,6 +80,27 @@ def _PIL(a):
     return Image.fromarray((a * 255).astype(np.uint8))
 
 
+def test_by_failure_kind_separates_what_is_read_from_what_is_missed():
+    from evals.scoring import by_failure_kind
+
+    g, b = METRICS[0], METRICS[1]
+    sev = np.linspace(0.05, 1.0, 10)
+    failures = [[{"metric": g, "kind": "fade", "severity": s}] for s in sev]           # read: score falls
+    failures += [[{"metric": g, "kind": "gaps", "severity": s}] for s in sev]          # missed: score flat
+    failures += [[], [{"metric": g, "kind": "fade", "severity": 0.5}, {"metric": g, "kind": "gaps", "severity": 0.5}],
+                 None]
+    score = np.concatenate([5 - 4 * sev, 3 + 0.01 * np.sin(np.arange(10)), [4.8, 2.0, 3.0]])
+    pred = np.stack([score, np.full(23, 4.0), np.full(23, 4.0)], 1)
+    truth = np.stack([np.concatenate([5 - 4 * sev, 5 - 4 * sev, [5.0, 1.5, 3.0]]), np.full(23, 5.0), np.full(23, 5.0)], 1)
+    out = by_failure_kind(failures, pred, truth)
+    assert list(out[g]) == ["fade", "gaps", "none", "several"]            # kinds first, then none, several
+    assert out[g]["fade"]["srcc_severity"] == pytest.approx(-1.0) and out[g]["fade"]["mae"] == 0.0
+    assert abs(out[g]["gaps"]["srcc_severity"]) < 0.7 and out[g]["gaps"]["mae"] > 0.5
+    assert out[g]["none"] == {"n": 1, "mean_pred": 4.8, "mean_truth": 5.0, "mae": 0.2}
+    assert out[g]["several"]["n"] == 1 and "srcc_severity" not in out[g]["several"]
+    assert out[b] == {"none": {"n": 22, "mean_pred": 4.0, "mean_truth": 5.0, "mae": 1.0}}   # the unrecorded row left out
+
+
 def test_resume_after_interruption_loses_and_duplicates_nothing(tmp_path):
     rows, cfg = _rows(10), EvalConfig(batch_size=3, generate=False)
     with pytest.raises(KeyboardInterrupt):
@@ -121,6 +142,9 @@ def test_eval_command_end_to_end(tmp_path, tiny_dir):
     expected = {"CAS-IQA", "CAS-IQA, no reference (heads)", "ablation same (heads)", "BRISQUE + kernel ridge"}
     assert expected <= set(metrics["systems"])
     assert (out / "scatter.png").is_file() and "| system |" in (out / "report.md").read_text()
+    kinds = metrics["by_failure_kind"]
+    assert set(kinds) == set(METRICS) and sum(r["n"] for r in kinds[METRICS[0]].values()) == n_test
+    assert "## CAS-IQA by failure kind" in (out / "report.md").read_text()
     assert main(args) == 0  # a rerun resumes: nothing left to assess
     assert len((out / "results.jsonl").read_text().splitlines()) == n_test
     assert compare([str(out)]) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,14 @@ def check_fields(row: dict, where: str) -> None:
         s = row["scores"].get(m) if isinstance(row["scores"], dict) else None
         if not s or s.get("mos") is None:
             raise DatasetFieldError(f"{where}: rows lack scores.{m}.mos")
+
+
+def failure_list(row: dict) -> list[dict] | None:
+    """A row's failures (phantom rows store them as JSON text), or None when it has none recorded."""
+    failures = row.get("failures")
+    if failures is None:
+        return None
+    return json.loads(failures) if isinstance(failures, str) else list(failures)
 
 
 def grey_image(value) -> np.ndarray | None:
