@@ -6,12 +6,17 @@ A two-stage recipe, as LLaVA trains its projector before its language model: fir
 MUST that judges quality learns from the pixels alone, then TRL's SFT trains everything on the
 answer. Stage one needs neither the vision transformer nor the language model (the encoder's
 gate into the quality stream is still closed, so the heads trained here are exactly the heads
-of the full forward), so a sample costs ~7x less than in an SFT step on CPU (measured on 2 cores:
-~1.0 s per batch of 32 against ~3.7 s per SFT step of 16) and it can see the training set many
-times over. Each image goes through the model's own processor once; the
-cached grey images are exactly the pixels the model sees later. Scores are invariant to the
-image's orientation, so this stage augments with the eight flips and rotations (the SFT stage
-does not: its explanations name sides).
+of the full forward), so a sample costs ~10x less than in an SFT step on CPU (measured on 2
+cores: ~0.7 s per batch of 32 against ~3.7 s per SFT step of 16) and it can see the training set
+many times over. Each image goes through the model's own processor once; the cached grey images
+are exactly the pixels the model sees later (the top-hat planes are cached with them).
+Scores are invariant to the image's orientation, so this stage augments with the eight flips and
+rotations (the SFT stage does not: its explanations name sides).
+
+Losses: the soft-label loss of the heads (per-metric weights), the router's BCE against the
+failure boxes (`evidence_weight`: which tokens hold a metric's failure) and, with the pixel
+path's dense head, a BCE against dense damage maps (`dense_weight`, finetune.data.damage_maps:
+the failure's severity on the wire or vessels it damaged, on a 4 px grid).
 """
 
 from __future__ import annotations
