@@ -37,12 +37,18 @@ def test_metrics(model, processor, args, split: str = "test", batch_size: int = 
     return out
 
 
-def _commit() -> str:
+def code_version() -> str:
+    """The checked-out commit, '+ changes' when the tree has uncommitted edits; read when a run
+    starts (code committed while it trains must not be credited with its model)."""
+    def git(*cmd):
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              timeout=10).stdout.strip() or "unknown"
+        head = git("rev-parse", "--short", "HEAD") or "unknown"
+        dirty = git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return f"{head} + uncommitted changes" if dirty and head != "unknown" else head
 
 
 def _stages(args, training_args) -> str:
@@ -77,7 +83,7 @@ def _warmup_table(out: Path) -> str:
 
 
 def write_card(out: Path, args, training_args, model_args, results: dict, command: str = "",
-               wall_s: float | None = None, n_params: int | None = None) -> None:
+               wall_s: float | None = None, n_params: int | None = None, commit: str | None = None) -> None:
     test = results.get("test", {})
     rows = "\n".join(f"| {m} | {test[m]['srcc']:.3f} | {test[m]['plcc']:.3f} | {test[m]['krcc']:.3f} | {test[m]['rmse']:.3f} |"
                      for m in METRICS if m in test)
@@ -98,7 +104,7 @@ auxiliary images {'used' if args.use_aux else 'not used'}, {args.image_size} px{
 - Data: `{args.data}` (CAS-Sim phantom or an annotated folder), train split; validation for model selection.
 - Command: {recipe}; seed {training_args.seed}.
 - Training: {_stages(args, training_args)}
-- Code: commit {_commit()}.{wall}
+- Code: commit {commit or code_version()}.{wall}
 
 ## Test split ({test.get('n', 0)} cases never seen in training), heads' expected scores vs MOS
 

@@ -127,12 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from trl import ModelConfig, SFTConfig, TrlParser
 
-    from finetune.card import test_metrics, write_card
+    from finetune.card import code_version, test_metrics, write_card
     from finetune.config import CasIqaArguments
     from finetune.data import Collator, load_rows
     from finetune.trainer import CasIqaSFTTrainer
 
-    started = time.monotonic()
+    started, commit = time.monotonic(), code_version()
     parser = TrlParser((CasIqaArguments, SFTConfig, ModelConfig))
     args, training_args, model_args = parser.parse_args_and_config(argv)
     if not torch.cuda.is_available():
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         results["test"] = test_metrics(final, processor, args)
         command = "python -m finetune.sft " + " ".join(argv if argv is not None else sys.argv[1:])
         write_card(out, args, training_args, model_args, results, command=command,
-                   wall_s=time.monotonic() - started, n_params=sum(p.numel() for p in final.parameters()))
+                   wall_s=time.monotonic() - started, n_params=sum(p.numel() for p in final.parameters()),
+                   commit=commit)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results.get("test", results["validation"]), indent=2))
     return 0

@@ -17,8 +17,9 @@ def test_card_records_measured_figures_and_warmup_history(tmp_path):
     training = SimpleNamespace(seed=0, max_steps=60, per_device_train_batch_size=16, learning_rate=5e-4)
     test = {m: {"srcc": 0.5, "plcc": 0.6, "krcc": 0.4, "rmse": 0.9} for m in METRICS} | {"n": 355}
     write_card(tmp_path, args, training, SimpleNamespace(model_name_or_path="tiny"), {"test": test},
-               command="python -m finetune.sft --config x.yaml", wall_s=1387.0, n_params=6_300_000)
+               command="python -m finetune.sft --config x.yaml", wall_s=1387.0, n_params=6_300_000, commit="abc1234")
     card = (tmp_path / "README.md").read_text()
+    assert "commit abc1234." in card    # the commit the run started from, not whatever HEAD is at its end
     assert "23.1 min" in card and "6.3 M parameters" in card and "224 px" in card
     assert "top-hat planes of 5 px" in card and "metric weights 2/1/1" in card
     assert "dense damage maps weight 1" in card and "mass pooling" in card
