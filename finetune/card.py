@@ -38,7 +38,7 @@ def test_metrics(model, processor, args, split: str = "test", batch_size: int = 
 
 
 def code_version() -> str:
-    """The checked-out commit, '+ changes' when the tree has uncommitted edits; read when a run
+    """The checked-out commit, with '+ uncommitted changes' when tracked files were edited; read when a run
     starts (code committed while it trains must not be credited with its model)."""
     def git(*cmd):
         return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()

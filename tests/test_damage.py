@@ -130,3 +130,16 @@ def test_damage_maps_feed_the_heads_identically_in_the_full_forward_and_the_warm
         assert fine.shape == (1, len(METRICS), 28, 28)
         must.pixels.dense.bias.add_(3.0)   # more predicted damage: the heads see it
         assert not torch.allclose(must.score_pixels(x)[0], alone, atol=1e-4)
+
+
+@pytest.mark.parametrize(("failure", "message"), [
+    ({"metric": "sharpness", "bbox": [0, 0, 1, 1]}, "needs a metric"),
+    ({"metric": "guidewire_visibility", "bbox": [0, 0, 1]}, "bbox must be"),
+    ({"metric": "guidewire_visibility", "bbox": [0.5, 0, 0.2, 1]}, "bbox must be"),
+    ({"metric": "guidewire_visibility", "bbox": [0, 0, 1.5, 1]}, "bbox must be"),
+])
+def test_a_malformed_failure_record_is_named(failure, message):
+    with pytest.raises(DatasetFieldError, match=f"row r0: failure 0 {message}"):
+        damage_maps(_row([failure]), (8, 8))
+    with pytest.raises(DatasetFieldError, match="not a JSON list"):
+        damage_maps({"id": "r0", "failures": "{broken"}, (8, 8))

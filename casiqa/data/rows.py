@@ -51,11 +51,25 @@ def check_fields(row: dict, where: str) -> None:
 
 
 def failure_list(row: dict) -> list[dict] | None:
-    """A row's failures (phantom rows store them as JSON text), or None when it has none recorded."""
+    """A row's failures (phantom rows store them as JSON text), or None when it has none recorded.
+    Each needs a known `metric` and a `bbox` [x0, y0, x1, y1] in [0, 1]; a malformed record is
+    refused with the row's id (it would otherwise mark the wrong place as damaged)."""
     failures = row.get("failures")
     if failures is None:
         return None
-    return json.loads(failures) if isinstance(failures, str) else list(failures)
+    where = f"row {row.get('id', '?')}"
+    try:
+        out = json.loads(failures) if isinstance(failures, str) else list(failures)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise DatasetFieldError(f"{where}: failures is not a JSON list ({e})") from None
+    for i, f in enumerate(out):
+        if not isinstance(f, dict) or f.get("metric") not in METRICS:
+            raise DatasetFieldError(f"{where}: failure {i} needs a metric out of {', '.join(METRICS)}")
+        box = f.get("bbox")
+        if (not isinstance(box, list | tuple) or len(box) != 4 or not all(isinstance(v, int | float) for v in box)
+                or not all(0.0 <= v <= 1.0 for v in box) or box[0] > box[2] or box[1] > box[3]):
+            raise DatasetFieldError(f"{where}: failure {i} bbox must be [x0, y0, x1, y1] in [0, 1], got {box!r}")
+    return out
 
 
 def grey_image(value) -> np.ndarray | None:
