@@ -7,7 +7,7 @@ MUST that judges quality learns from the pixels alone, then TRL's SFT trains eve
 answer. Stage one needs neither the vision transformer nor the language model (the encoder's
 gate into the quality stream is still closed, so the heads trained here are exactly the heads
 of the full forward), so a sample costs ~10x less than in an SFT step on CPU (measured on 2
-cores: ~0.7 s per batch of 32 against ~3.7 s per SFT step of 16) and it can see the training set
+cores: ~0.75 s per batch of 32 against ~3.7 s per SFT step of 16) and it can see the training set
 many times over. Each image goes through the model's own processor once; the cached grey images
 are exactly the pixels the model sees later (the top-hat planes are cached with them).
 Scores are invariant to the image's orientation, so this stage augments with the eight flips and
