@@ -52,26 +52,31 @@ def box_map(failures: list[dict] | None, grid: tuple[int, int]) -> torch.Tensor 
 DAMAGED_STRUCTURE = {"guidewire_visibility": "device_mask", "branch_discernibility": "vessel_mask"}
 
 
-def damage_maps(row: dict, grid: tuple[int, int], dilate: int = 1) -> torch.Tensor | None:
+def damage_maps(row: dict, grid: tuple[int, int], dilate: int = 1,
+                target_shape: tuple[int, int] | None = None) -> torch.Tensor | None:
     """[M, h, w] dense damage targets on a fine grid (the pixel path's H/4 cells): inside a
     failure's box, on the structure that failure damages (the row's device or vessel mask, max-
     pooled onto the grid and dilated by `dilate` cells: a displaced wire or a blurred vessel lies
     next to the true one), the failure's severity; 0 elsewhere; the maximum where failures
-    overlap. None for a row without failure records. A mask of another size than the target is
-    refused: it would mark the wrong pixels."""
+    overlap. None for a row without failure records. A mask of another size than the target (its
+    [H, W] as `target_shape`, read from the row when not given) is refused: it would mark the
+    wrong pixels."""
     failures = failure_list(row)
     if failures is None:
         return None
     h, w = grid
     structure = {}
-    target = grey_image(row.get("synthetic"))
-    for metric, key in DAMAGED_STRUCTURE.items():
-        mask = grey_image(row.get(key))
+    masks = {metric: grey_image(row.get(key)) for metric, key in DAMAGED_STRUCTURE.items()}
+    if target_shape is None and any(m is not None for m in masks.values()):
+        target = grey_image(row.get("synthetic"))
+        target_shape = None if target is None else target.shape
+    for metric, mask in masks.items():
         if mask is None:
             continue
-        if target is not None and mask.shape != target.shape:
-            raise DatasetFieldError(f"row {row.get('id', '?')}: {key} is {mask.shape[1]}x{mask.shape[0]} px, "
-                                    f"the target {target.shape[1]}x{target.shape[0]} px; masks must match the target")
+        if target_shape is not None and tuple(mask.shape) != tuple(target_shape):
+            raise DatasetFieldError(f"row {row.get('id', '?')}: {DAMAGED_STRUCTURE[metric]} is {mask.shape[1]}x"
+                                    f"{mask.shape[0]} px, the target {target_shape[1]}x{target_shape[0]} px; "
+                                    "masks must match the target")
         m = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(mask > 0.0).float()[None], (h, w))
         if dilate:
             m = torch.nn.functional.max_pool2d(m[None], 2 * dilate + 1, stride=1, padding=dilate)[0]

@@ -70,7 +70,8 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
     target, aux, boxes, mos, std, damage, tophat = [], [], [], [], [], [], []
     for row in progress(rows, "pixel cache"):
         roles = [r for r in ROLES if use_aux and row.get(r) is not None]
-        greys = grey_inputs(processor, [grey_image(row["synthetic"])] + [grey_image(row[r]) for r in roles])
+        source = grey_image(row["synthetic"])
+        greys = grey_inputs(processor, [source] + [grey_image(row[r]) for r in roles])
         t = greys[0]
         target.append(t.half())
         aux.append({r: align(g, tuple(t.shape)).half() for r, g in zip(roles, greys[1:], strict=True)})
@@ -80,7 +81,7 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
                 tophat.append(pixels.tophat_planes(planes.to(next(pixels.parameters()).dtype))[0].cpu().half())
         boxes.append(box_map(failure_list(row), (t.shape[0] // UNIT, t.shape[1] // UNIT)))
         if dense:
-            d = damage_maps(row, (t.shape[0] // 4, t.shape[1] // 4))
+            d = damage_maps(row, (t.shape[0] // 4, t.shape[1] // 4), target_shape=source.shape)
             damage.append(None if d is None else d.half())
         mos.append([float(row["scores"][m]["mos"]) for m in METRICS])
         std.append([float(row["scores"][m].get("std") or 0.0) for m in METRICS])
