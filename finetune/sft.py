@@ -52,8 +52,7 @@ def lora_config(args, model_args):
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_tophat", "pixel_dense",
                  "pool", "use_aux", "aux_drop", "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size",
                  "pixel_warmup_evidence_weight", "pixel_warmup_dense_weight", "pixel_warmup_metric_weights",
-                 "tiny_hidden", "tiny_layers",
-                 "tiny_vision_depth", "tiny_vision_hidden")
+                 "tiny_hidden", "tiny_layers", "tiny_vision_depth", "tiny_vision_hidden")
 
 
 def warmup_settings(args, model_args, training_args) -> dict:
@@ -63,14 +62,10 @@ def warmup_settings(args, model_args, training_args) -> dict:
 
 
 def _default(name: str):
-    from dataclasses import MISSING, fields
-
+    """A recipe field's default, as warmup_settings writes it."""
     from finetune.config import CasIqaArguments
 
-    for f in fields(CasIqaArguments):
-        if f.name == name:
-            return json.loads(json.dumps(f.default if f.default is not MISSING else f.default_factory()))
-    return None
+    return json.loads(json.dumps(getattr(CasIqaArguments(), name, None), default=str))
 
 
 def pixel_warmup(model, processor, args, training_args, train, val, settings: dict | None = None) -> None:
