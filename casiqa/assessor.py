@@ -117,8 +117,10 @@ class Assessor:
                heads: list[HeadResult] | None = None) -> list[Assessment]:
         """Schema-valid assessments, in input order. generate=False gives a fixed explanation;
         `heads`, if the caller already has them for this batch, are not computed again."""
-        if heads is None or len(heads) != len(batch):
+        if heads is None:
             heads = self.heads(batch)
+        elif len(heads) != len(batch):
+            raise ValueError(f"{len(heads)} head results for {len(batch)} inputs: pass one per input, in order")
         texts: list[dict | None] = [None] * len(batch)
         if generate:
             groups: dict[tuple[str, ...], list[int]] = {}

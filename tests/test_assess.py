@@ -142,3 +142,19 @@ def test_a_score_at_a_level_boundary_reports_a_consistent_level(tiny_dir, monkey
     report = assessor.assess([AssessInput(np.full((64, 64), 0.5, np.float32), name="x")], generate=False)[0]
     checked = Assessment.model_validate_json(report.model_dump_json())
     assert all(m.score == 2.5 and m.level == "fair" for m in checked.metrics.__dict__.values())
+
+
+def test_heads_passed_in_are_used_and_must_match_the_batch(tiny_dir, monkeypatch):
+    """evals.run computes the heads once to group rows by level; assess then reuses them."""
+    from casiqa.assessor import Assessor
+    from casiqa.inputs import AssessInput
+
+    assessor = Assessor.load(str(tiny_dir))
+    rng = np.random.default_rng(2)
+    batch = [AssessInput(rng.random((64, 64)).astype(np.float32), name=f"x{i}") for i in range(3)]
+    heads = assessor.heads(batch)
+    expected = [r.model_dump() for r in assessor.assess(batch, generate=False)]
+    monkeypatch.setattr(assessor, "heads", lambda b: pytest.fail("heads computed again"))
+    assert [r.model_dump() for r in assessor.assess(batch, generate=False, heads=heads)] == expected
+    with pytest.raises(ValueError, match="2 head results for 3 inputs"):
+        assessor.assess(batch, generate=False, heads=heads[:2])
