@@ -2,7 +2,7 @@
 
     python -m benchmarks.bench_assess                       # tiny model, built untrained if --model is absent
     python -m benchmarks.bench_assess --model models/cas-iqa-tiny --repeats 20
-    python -m benchmarks.bench_assess --arch 3b --device cuda   # Qwen2.5-VL-3B-sized config, random weights
+    python -m benchmarks.bench_assess --arch qwen2.5-vl-3b --device cuda   # that architecture, random weights
 
 Prints median latency per image (scores only / full JSON, without and with both auxiliary
 images), batch throughput, the one-off grammar compile time and, on CUDA, peak memory.
@@ -16,7 +16,6 @@ import statistics
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
@@ -24,34 +23,29 @@ import numpy as np
 @dataclass
 class BenchConfig:
     model: str = field(default="", metadata={"help": "model directory; empty: a tiny untrained model"})
-    arch: Literal["tiny", "3b"] = "tiny"
+    arch: str = field(default="tiny", metadata={"help": "tiny, or a published architecture with random weights "
+                                                        "(casiqa.model.loading.ARCHITECTURES)"})
     device: str = ""
     repeats: int = 10
     batch: int = 8
     image_size: int = 512
 
 
-def qwen25vl_3b_spec():
-    """Qwen2.5-VL-3B's published sizes (hidden 2048, 36 layers, 16/2 heads; ViT 32 x 1280)."""
-    from casiqa.model.loading import TinySpec
-
-    return TinySpec(hidden=2048, layers=36, heads=16, kv_heads=2, intermediate=11008, vision_depth=32, vision_hidden=1280,
-                    vision_heads=16, vision_intermediate=3420, image_size=448)
-
-
 def build(cfg: BenchConfig):
     import torch
 
     from casiqa.assessor import Assessor, default_device
-    from casiqa.model.loading import TinySpec, build_tiny
+    from casiqa.model.loading import build_tiny, from_architecture
 
     device, dtype = default_device()
     device = cfg.device or device
     if cfg.model:
         assessor = Assessor.load(cfg.model, batch_size=cfg.batch)
         return assessor, f"{cfg.model}"
-    spec = qwen25vl_3b_spec() if cfg.arch == "3b" else TinySpec()
-    model, processor = build_tiny(spec)
+    if cfg.arch == "tiny":
+        model, processor = build_tiny()
+    else:
+        model, processor = from_architecture(cfg.arch, dtype=dtype if device == "cuda" else torch.float32, device=device)
     model = model.to(dtype=dtype if device == "cuda" else torch.float32)
     return Assessor(model, processor, model_id=f"untrained-{cfg.arch}", batch_size=cfg.batch, device=device), cfg.arch
 

@@ -6,7 +6,9 @@
     python -m finetune.sft --config ... --resume_from_checkpoint runs/tiny-cpu/checkpoint-400
 
 `model_name_or_path: tiny` builds the tiny architecture from scratch; a hub id or local path of a
-Qwen2.5-VL model starts from it (MUST and heads new); a CAS-IQA directory continues training it.
+Qwen2.5-VL model starts from it (MUST and heads new); a CAS-IQA directory continues training it;
+`random:qwen2.5-vl-3b` (or -7b) builds that architecture with random weights, to check a GPU
+recipe's memory and speed offline (benchmarks/bench_train.py).
 """
 
 from __future__ import annotations
@@ -14,14 +16,16 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def build_model(args, model_args, training_args):
     import torch
 
     from casiqa.model import MustSettings
-    from casiqa.model.loading import TinySpec, build_tiny, from_base, load
+    from casiqa.model.loading import TinySpec, build_tiny, from_architecture, from_base, load
 
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
                         pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat, pixel_dense=args.pixel_dense,
@@ -34,6 +38,11 @@ def build_model(args, model_args, training_args):
     if (Path(name) / "config.json").is_file() and "casiqa" in (Path(name) / "config.json").read_text():
         return load(name)
     dtype = torch.bfloat16 if training_args.bf16 else None
+    if name.startswith("random:"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return from_architecture(name.removeprefix("random:"), must=must, image_size=args.image_size,
+                                 dtype=dtype or torch.float32, device=device, seed=training_args.seed,
+                                 attn_implementation=model_args.attn_implementation)
     return from_base(name, must=must, image_size=args.image_size, dtype=dtype,
                      attn_implementation=model_args.attn_implementation)
 
@@ -118,11 +127,26 @@ def subset(rows, n: int):
     return rows if not n or n >= len(rows) else (rows.select(range(n)) if hasattr(rows, "select") else rows[:n])
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass
+class Run:
+    """What `prepare` set up: the parsed recipe, the data and a trainer ready to train."""
+
+    args: Any
+    training_args: Any
+    model_args: Any
+    processor: Any
+    trainer: Any
+    started: float
+    commit: str
+
+
+def prepare(argv: list[str] | None = None) -> Run:
+    """Parse the recipe and its command-line overrides, load the data, build the model, run stage 1
+    (the pixel warm-up) and return an SFT trainer ready to train."""
     import torch
     from trl import ModelConfig, SFTConfig, TrlParser
 
-    from finetune.card import code_version, test_metrics, write_card
+    from finetune.card import code_version
     from finetune.config import CasIqaArguments
     from finetune.data import Collator, load_rows
     from finetune.trainer import CasIqaSFTTrainer
@@ -153,6 +177,15 @@ def main(argv: list[str] | None = None) -> int:
         lm_loss_weight=args.lm_loss_weight, head_warmup_steps=args.head_warmup_steps,
         evidence_loss_weight=args.evidence_loss_weight,
     )
+    return Run(args, training_args, model_args, processor, trainer, started, commit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from finetune.card import test_metrics, write_card
+
+    run = prepare(argv)
+    args, training_args, model_args, processor, trainer = (run.args, run.training_args, run.model_args,
+                                                           run.processor, run.trainer)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     out = Path(training_args.output_dir)
     final = trainer.model
@@ -167,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         results["test"] = test_metrics(final, processor, args)
         command = "python -m finetune.sft " + " ".join(argv if argv is not None else sys.argv[1:])
         write_card(out, args, training_args, model_args, results, command=command,
-                   wall_s=time.monotonic() - started, n_params=sum(p.numel() for p in final.parameters()),
-                   commit=commit)
+                   wall_s=time.monotonic() - run.started, n_params=sum(p.numel() for p in final.parameters()),
+                   commit=run.commit)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     print(json.dumps(results.get("test", results["validation"]), indent=2))
     return 0

@@ -31,6 +31,17 @@ def real_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def phantom(tmp_path_factory):
+    """A small phantom DatasetDict (30 cases of 128 px), built once per test session."""
+    from casiqa.phantom.build import BuildConfig, build
+    from casiqa.phantom.config import PhantomConfig
+
+    out = tmp_path_factory.mktemp("phantom")
+    build(PhantomConfig(size=128), BuildConfig(out=str(out), n=30, seed=5, workers=1), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory):
     """An untrained tiny CAS-IQA model saved to disk (built once per test session)."""
     from casiqa.model.loading import build_tiny, save

@@ -13,16 +13,6 @@ SMALL = ["--tiny_hidden", "64", "--tiny_layers", "1", "--tiny_vision_depth", "2"
          "--dataloader_num_workers", "0"]
 
 
-@pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
-    from casiqa.phantom.build import BuildConfig, build
-    from casiqa.phantom.config import PhantomConfig
-
-    out = tmp_path_factory.mktemp("phantom")
-    build(PhantomConfig(size=128), BuildConfig(out=str(out), n=30, seed=5, workers=1), progress=False)
-    return out
-
-
 def _sft(*args):
     from finetune.sft import main
 

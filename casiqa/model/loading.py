@@ -1,6 +1,8 @@
 """Build, save and load CAS-IQA models: the tiny embedded architecture, a pretrained Qwen2.5-VL
-(hub id or local path) with fresh MUST and heads, and our own checkpoints (strict: any missing
-or unexpected weight is an error, never a silent random initialisation).
+(hub id or local path) with fresh MUST and heads, our own checkpoints (strict: any missing or
+unexpected weight is an error, never a silent random initialisation), and a published
+architecture with random weights (`from_architecture`: memory and throughput checks of a GPU
+recipe where the weights cannot be downloaded).
 
     python -m casiqa.model.loading --out models/tiny-untrained            # a tiny untrained model
 """
@@ -109,6 +111,50 @@ def from_base(model_id: str, must: MustSettings | None = None, image_size: int =
     _check(info, model_id, allowed_missing=("model.must.",))
     if new:
         model.resize_token_embeddings(len(tokenizer))
+    return model, make_processor(tokenizer, image_size)
+
+
+# Published Qwen2.5-VL architectures (their config.json), for `from_architecture`: sizes only, no weights.
+_QWEN25_VISION = dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16, patch_size=14,
+                      spatial_merge_size=2, temporal_patch_size=2, window_size=112, fullatt_block_indexes=[7, 15, 23, 31],
+                      hidden_act="silu", tokens_per_second=2)
+ARCHITECTURES: dict[str, dict] = {
+    "qwen2.5-vl-3b": dict(
+        text=dict(vocab_size=151936, hidden_size=2048, intermediate_size=11008, num_hidden_layers=36,
+                  num_attention_heads=16, num_key_value_heads=2, tie_word_embeddings=True, mrope_section=[16, 24, 24]),
+        vision=dict(_QWEN25_VISION, out_hidden_size=2048)),
+    "qwen2.5-vl-7b": dict(
+        text=dict(vocab_size=152064, hidden_size=3584, intermediate_size=18944, num_hidden_layers=28,
+                  num_attention_heads=28, num_key_value_heads=4, tie_word_embeddings=False, mrope_section=[16, 24, 24]),
+        vision=dict(_QWEN25_VISION, out_hidden_size=3584)),
+}
+
+
+def from_architecture(name: str, must: MustSettings | None = None, image_size: int = 448, dtype=torch.bfloat16,
+                      device: str | torch.device | None = None, seed: int = 0,
+                      **kwargs) -> tuple[CasIqaForConditionalGeneration, CasIqaProcessor]:
+    """A published architecture (ARCHITECTURES) with random weights and our small tokenizer: the
+    same layers, parameter count and memory as the real model, for checking a recipe's memory and
+    speed without downloading it. Its answers are noise. Built directly on `device` in `dtype`."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(ARCHITECTURES))}")
+    arch = ARCHITECTURES[name]
+    text = dict(arch["text"])
+    section, tie = text.pop("mrope_section"), text.pop("tie_word_embeddings")
+    tokenizer = train_tokenizer(2048)
+    ids = tokenizer.convert_tokens_to_ids
+    config = CasIqaConfig(
+        text_config=dict(text, rope_scaling={"type": "mrope", "mrope_section": section}, max_position_embeddings=32768,
+                         rms_norm_eps=1e-6, rope_theta=1e6, bos_token_id=None, eos_token_id=ids("<|im_end|>"),
+                         pad_token_id=ids("<|endoftext|>")),
+        vision_config=dict(arch["vision"]), tie_word_embeddings=tie,
+        must=(must or MustSettings()).to_dict(), base_model=f"random:{name}", **_token_ids(tokenizer),
+    )
+    torch.manual_seed(seed)
+    with torch.device(device or "cpu"):
+        model = CasIqaForConditionalGeneration._from_config(config, dtype=dtype, **kwargs)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
     return model, make_processor(tokenizer, image_size)
 
 
