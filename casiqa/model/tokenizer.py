@@ -70,20 +70,22 @@ def corpus(n_anatomies: int = 40, seed: int = 12345) -> list[str]:
     return texts
 
 
-def train_tokenizer(vocab_size: int = 2048, texts: list[str] | None = None):
-    """A PreTrainedTokenizerFast trained in ~1 s; `texts` defaults to `corpus()`."""
+def train_tokenizer(vocab_size: int = 2048, texts: list[str] | None = None, special_tokens: list[str] | None = None):
+    """A PreTrainedTokenizerFast trained in ~1 s; `texts` defaults to `corpus()`, `special_tokens`
+    to SPECIAL_TOKENS (the first three are ChatML's and must be there)."""
+    special_tokens = list(SPECIAL_TOKENS if special_tokens is None else special_tokens)
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=special_tokens, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts if texts is not None else corpus(), trainer)
     hf = PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS[3:], chat_template=CHAT_TEMPLATE,
+        additional_special_tokens=special_tokens[3:], chat_template=CHAT_TEMPLATE,
     )
     hf.padding_side = "left"  # generation pads on the left
     return hf
