@@ -39,6 +39,7 @@ def build_model(args, model_args, training_args):
         return load(name)
     dtype = torch.bfloat16 if training_args.bf16 else None
     if name.startswith("random:"):
+        print(f"{name}: random weights, for checking memory and speed only; what it learns means nothing")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return from_architecture(name.removeprefix("random:"), must=must, image_size=args.image_size,
                                  dtype=dtype or torch.float32, device=device, seed=training_args.seed,
@@ -153,7 +154,13 @@ def prepare(argv: list[str] | None = None) -> Run:
 
     started, commit = time.monotonic(), code_version()
     parser = TrlParser((CasIqaArguments, SFTConfig, ModelConfig))
-    args, training_args, model_args = parser.parse_args_and_config(argv)
+    try:
+        args, training_args, model_args = parser.parse_args_and_config(argv)
+    except ValueError as e:
+        if "bf16" in str(e) and not torch.cuda.is_available():
+            raise SystemExit(f"{e}\nThis recipe trains in bf16 on a GPU and this machine has none: "
+                             f"pass --bf16 false to run it on the CPU.") from e
+        raise
     if not torch.cuda.is_available():
         training_args.bf16 = False  # SFTConfig defaults to bf16, which fails on CPU
     training_args.remove_unused_columns = False          # keep scores for the head loss

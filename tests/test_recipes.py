@@ -67,3 +67,13 @@ def test_gpu_recipe_trains_lora_steps_on_a_random_architecture(mini_arch, phanto
     assert 0 < result["trainable_m"] < result["parameters_m"]   # LoRA + MUST train, the base does not
     assert result["samples_per_step"] == 4 and result["samples_per_s"] > 0
     assert result["tokens_per_sample"] > 0 and torch.isfinite(torch.tensor(result["final_loss"]))
+
+
+def test_a_gpu_recipe_on_a_cpu_machine_says_how_to_run_it(monkeypatch):
+    from finetune.sft import prepare
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit, match="--bf16 false"):
+        prepare(["--config", "finetune/recipes/qwen2.5-vl-3b.yaml"])
