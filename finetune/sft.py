@@ -62,7 +62,7 @@ def lora_config(args, model_args):
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_tophat", "pixel_dense",
                  "pool", "use_aux", "aux_drop", "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size",
                  "pixel_warmup_evidence_weight", "pixel_warmup_dense_weight", "pixel_warmup_metric_weights",
-                 "tiny_hidden", "tiny_layers", "tiny_vision_depth", "tiny_vision_hidden")
+                 "pixel_warmup_bf16", "tiny_hidden", "tiny_layers", "tiny_vision_depth", "tiny_vision_hidden")
 
 
 def warmup_settings(args, model_args, training_args) -> dict:
@@ -114,7 +114,8 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
     cfg = WarmupConfig(epochs=args.pixel_warmup_epochs, batch_size=args.pixel_warmup_batch_size,
                        learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
                        evidence_weight=args.pixel_warmup_evidence_weight, dense_weight=args.pixel_warmup_dense_weight,
-                       metric_weights=tuple(args.pixel_warmup_metric_weights), seed=training_args.seed)
+                       metric_weights=tuple(args.pixel_warmup_metric_weights), bf16=args.pixel_warmup_bf16,
+                       seed=training_args.seed)
     history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),
                       progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
     saved.parent.mkdir(parents=True, exist_ok=True)

@@ -101,6 +101,7 @@ class WarmupConfig:
     dense_weight: float = 0.0                         # BCE of the dense damage maps (needs pixel_dense)
     metric_weights: tuple[float, ...] | None = None   # per metric (METRICS order) in the score loss
     augment: bool = True
+    bf16: bool = False                                # bf16 autocast of the forward pass (losses in fp32)
     seed: int = 0
 
 
@@ -186,10 +187,12 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             k, flip = rng.randrange(4), rng.random() < 0.5
             if cfg.augment:
                 x = _dihedral(x, k, flip)
-            if dense:
-                logits, route, fine = must.score_pixels(x, dense=True)
-            else:
-                logits, route = must.score_pixels(x)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                if dense:
+                    logits, route, fine = must.score_pixels(x, dense=True)
+                else:
+                    logits, route = must.score_pixels(x)
+            logits, route = logits.float(), [None if r is None else r.float() for r in route]
             loss = soft_label_loss(logits, train.levels[idx].to(device), weights)
             maps = [train.damage[i] for i in idx] if dense else []
             if dense and all(m is not None for m in maps):

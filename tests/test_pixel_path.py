@@ -71,7 +71,8 @@ def test_warmup_scores_equal_the_full_forward_while_the_gate_is_closed(tiny):
     assert torch.allclose(full, alone, atol=1e-4)
 
 
-def test_warmup_trains_the_quality_path_and_lowers_its_loss(tiny_dir):
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32", "bf16-autocast"])
+def test_warmup_trains_the_quality_path_and_lowers_its_loss(tiny_dir, bf16):
     from casiqa.model.loading import load
     from finetune.warmup import PixelRows, WarmupConfig, warm_up
 
@@ -89,7 +90,8 @@ def test_warmup_trains_the_quality_path_and_lowers_its_loss(tiny_dir):
     data = PixelRows(target, [{"live": x} for x in live], soft_levels(torch.tensor(mos), torch.full((n, 3), 0.3)), mos,
                      [None] * n)
     before = {k: v.clone() for k, v in must.state_dict().items()}
-    log = warm_up(model, data, data, WarmupConfig(epochs=6, batch_size=8, learning_rate=3e-3, aux_drop=0.0, augment=True))
+    log = warm_up(model, data, data, WarmupConfig(epochs=6, batch_size=8, learning_rate=3e-3, aux_drop=0.0, augment=True,
+                                                      bf16=bf16))
     assert len(log) == 6 and log[-1]["loss"] < log[0]["loss"]
     after = must.state_dict()
     for key in ("pixels.stem.0.weight", "router.proj.weight", "branches.2.head.3.weight"):
