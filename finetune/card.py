@@ -58,6 +58,9 @@ def _stages(args, training_args) -> str:
         return sft + "."
     frozen = ", pixel path then frozen" if getattr(args, "freeze_pixel_path", False) else ""
     tophat = f", top-hat planes of {args.pixel_tophat} px" if getattr(args, "pixel_tophat", 0) else ""
+    compare = list(getattr(args, "pixel_compare", None) or [])
+    tophat += f", device-comparison planes at {'/'.join(map(str, compare))} px" if compare else ""
+    tophat += ", bf16 autocast" if getattr(args, "pixel_warmup_bf16", False) else ""
     weights = getattr(args, "pixel_warmup_metric_weights", None)
     weights = f", metric weights {'/'.join(f'{w:g}' for w in weights)}" if weights and len(set(weights)) > 1 else ""
     dense = getattr(args, "pixel_warmup_dense_weight", 0.0)

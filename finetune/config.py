@@ -13,7 +13,12 @@ class CasIqaArguments:
     must: bool = field(default=True, metadata={"help": "False: plain VLM + heads on pooled tokens"})
     cross_attention: bool = True
     pixel_path: bool = field(default=True, metadata={"help": "MUST's conv stem over target and target - aux pixels"})
+    pixel_width: int = field(default=48, metadata={
+        "help": "channels of the pixel path's stem (its last stage has twice as many)"})
     pixel_tophat: int = field(default=0, metadata={"help": "black top-hat planes of this odd size in the stem (0: none)"})
+    pixel_compare: list[int] = field(default_factory=list, metadata={
+        "help": "device-comparison planes (the target's wire and catheter against the live frame's) at these odd "
+                "window sizes in px; needs pixel_tophat"})
     pixel_dense: bool = field(default=False, metadata={
         "help": "a 1x1 head on the stem's H/4 features, trained in the warm-up on dense damage maps"})
     pool: str = field(default="attention", metadata={
@@ -72,6 +77,10 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_dense_weight must be >= 0")
         if self.pixel_warmup_dense_weight and not self.pixel_dense:
             raise ValueError("pixel_warmup_dense_weight needs pixel_dense: true (the head it trains)")
+        if self.pixel_compare and not self.pixel_tophat:
+            raise ValueError("pixel_compare needs pixel_tophat (the comparison is built from the top-hat planes)")
+        if any(c < 1 or c % 2 == 0 for c in self.pixel_compare):
+            raise ValueError(f"pixel_compare sizes must be odd and >= 1, got {self.pixel_compare}")
         if self.pool not in ("attention", "attention+mass"):
             raise ValueError(f"pool must be attention or attention+mass, got {self.pool!r}")
         if self.router not in ("soft", "topk"):

@@ -29,6 +29,7 @@ def build_model(args, model_args, training_args):
 
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
                         pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat, pixel_dense=args.pixel_dense,
+                        pixel_compare=list(args.pixel_compare), pixel_width=args.pixel_width,
                         pool=args.pool)
     name = model_args.model_name_or_path or "tiny"
     if name == "tiny":
@@ -59,10 +60,11 @@ def lora_config(args, model_args):
 
 
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
-WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_tophat", "pixel_dense",
-                 "pool", "use_aux", "aux_drop", "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size",
-                 "pixel_warmup_evidence_weight", "pixel_warmup_dense_weight", "pixel_warmup_metric_weights",
-                 "pixel_warmup_bf16", "tiny_hidden", "tiny_layers", "tiny_vision_depth", "tiny_vision_hidden")
+WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
+                 "pixel_compare", "pixel_dense", "pool", "use_aux", "aux_drop", "pixel_warmup_epochs",
+                 "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
+                 "pixel_warmup_dense_weight", "pixel_warmup_metric_weights", "pixel_warmup_bf16", "tiny_hidden",
+                 "tiny_layers", "tiny_vision_depth", "tiny_vision_hidden")
 
 
 def warmup_settings(args, model_args, training_args) -> dict:
@@ -142,18 +144,13 @@ class Run:
     commit: str
 
 
-def prepare(argv: list[str] | None = None) -> Run:
-    """Parse the recipe and its command-line overrides, load the data, build the model, run stage 1
-    (the pixel warm-up) and return an SFT trainer ready to train."""
+def parse(argv: list[str] | None = None):
+    """A recipe and its command-line overrides -> (CasIqaArguments, SFTConfig, ModelConfig)."""
     import torch
     from trl import ModelConfig, SFTConfig, TrlParser
 
-    from finetune.card import code_version
     from finetune.config import CasIqaArguments
-    from finetune.data import Collator, load_rows
-    from finetune.trainer import CasIqaSFTTrainer
 
-    started, commit = time.monotonic(), code_version()
     parser = TrlParser((CasIqaArguments, SFTConfig, ModelConfig))
     try:
         args, training_args, model_args = parser.parse_args_and_config(argv)
@@ -164,6 +161,18 @@ def prepare(argv: list[str] | None = None) -> Run:
         raise
     if not torch.cuda.is_available():
         training_args.bf16 = False  # SFTConfig defaults to bf16, which fails on CPU
+    return args, training_args, model_args
+
+
+def prepare(argv: list[str] | None = None) -> Run:
+    """Parse the recipe and its command-line overrides, load the data, build the model, run stage 1
+    (the pixel warm-up) and return an SFT trainer ready to train."""
+    from finetune.card import code_version
+    from finetune.data import Collator, load_rows
+    from finetune.trainer import CasIqaSFTTrainer
+
+    started, commit = time.monotonic(), code_version()
+    args, training_args, model_args = parse(argv)
     training_args.remove_unused_columns = False          # keep scores for the head loss
     training_args.dataset_kwargs = {"skip_prepare_dataset": True}  # the collator does the tokenising
     training_args.max_length = None                      # truncation would cut image tokens

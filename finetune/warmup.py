@@ -48,7 +48,8 @@ class PixelRows:
     mos: np.ndarray                              # [N, M]
     boxes: list[torch.Tensor | None]             # [M, h, w] failure-box maps on the token grid, or None
     damage: list[torch.Tensor | None] | None = None  # [M, H/4, W/4] dense damage maps (float16), or None
-    tophat: list[torch.Tensor] | None = None     # [3, H, W] top-hat planes of target, live, reference (float16)
+    tophat: list[torch.Tensor] | None = None     # [K, H, W] derived planes (top-hat of target, live, reference,
+                                                 # then any device comparison) with every aux image (float16)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -66,7 +67,8 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
                pixels=None) -> PixelRows:
     """The rows' pixels as the model's processor makes them; with `dense`, also each row's dense
     damage maps on the pixel path's H/4 grid (finetune.data.damage_maps); given the model's pixel
-    path with top-hat planes, those planes too (computed once here, not in every epoch)."""
+    path with top-hat planes, its derived planes too (PixelPath.derived_planes: computed once here,
+    not in every epoch)."""
     target, aux, boxes, mos, std, damage, tophat = [], [], [], [], [], [], []
     for row in progress(rows, "pixel cache"):
         roles = [r for r in ROLES if use_aux and row.get(r) is not None]
@@ -78,7 +80,7 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
         if pixels is not None and pixels.tophat:
             with torch.no_grad():
                 planes = pixels.channels(t, {r: a.float() for r, a in aux[-1].items()})[None]
-                tophat.append(pixels.tophat_planes(planes.to(next(pixels.parameters()).dtype))[0].cpu().half())
+                tophat.append(pixels.derived_planes(planes.to(next(pixels.parameters()).dtype))[0].cpu().half())
         boxes.append(box_map(failure_list(row), (t.shape[0] // UNIT, t.shape[1] // UNIT)))
         if dense:
             d = damage_maps(row, (t.shape[0] // 4, t.shape[1] // 4), target_shape=source.shape)
@@ -119,17 +121,19 @@ def _batches(data: PixelRows, batch_size: int, rng: random.Random) -> list[list[
 
 
 def _channels(must, data: PixelRows, idx: list[int], drop: float, rng: random.Random) -> torch.Tensor:
-    stacks = []
-    cached = data.tophat is not None and must.pixels.tophat
-    for i in idx:
-        aux = {r: a.float() for r, a in data.aux[i].items() if rng.random() >= drop}
-        x = must.pixels.channels(data.target[i].float(), aux)
-        if cached:  # the cached top-hat planes, those of dropped images zeroed as forward would
-            keep = torch.tensor([1.0] + [float(r in aux) for r in ROLES])[:, None, None]
-            x = torch.cat([x, data.tophat[i].float() * keep])
-        stacks.append(x)
+    """The batch's planes [B, C, H, W], each auxiliary image dropped with chance `drop`."""
+    kept = [{r for r in data.aux[i] if rng.random() >= drop} for i in idx]
+    target = torch.stack([data.target[i] for i in idx]).float()
+    present = {r: torch.tensor([float(r in k) for k in kept]) for r in ROLES}
+    aux = {r: torch.stack([data.aux[i][r] if r in k else data.target[i].new_zeros(data.target[i].shape)
+                           for i, k in zip(idx, kept, strict=True)]).float() for r in ROLES}
+    x = must.pixels.batch_channels(target, aux, present)
+    if data.tophat is not None and must.pixels.tophat:
+        # the cached derived planes, those that need a dropped image zeroed as forward would
+        keep = torch.stack([must.pixels.derived_keep(*(r in k for r in ROLES)) for k in kept])[:, :, None, None]
+        x = torch.cat([x, torch.stack([data.tophat[i] for i in idx]).float() * keep], dim=1)
     p = next(must.pixels.parameters())
-    return torch.stack(stacks).to(p.device, p.dtype)
+    return x.to(p.device, p.dtype)
 
 
 def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:

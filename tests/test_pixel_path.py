@@ -135,21 +135,24 @@ def test_tophat_planes_are_added_in_forward():
     assert black_tophat(x[:, list(IMAGE_PLANES)], 5)[0, 1].eq(0).all()  # live absent: its top-hat plane is zero
 
 
-def test_cached_tophat_planes_give_what_forward_computes():
-    """The warm-up caches the top-hat planes once; with an auxiliary image dropped, its cached
-    plane is zeroed, so the stem sees exactly what forward would compute."""
+@pytest.mark.parametrize("compare", [[], [3, 9]])
+def test_cached_derived_planes_give_what_forward_computes(compare):
+    """The warm-up caches the derived planes (top-hat, device comparison) once; with an auxiliary
+    image dropped, the planes that need it are zeroed, so the stem sees exactly what forward
+    would compute."""
     import random
 
     from casiqa.model.config import MustSettings
     from casiqa.model.must import Must
     from finetune.warmup import PixelRows, _channels
 
-    must = Must(MustSettings(pixel_tophat=5), dim=16, patch_dim=8, metrics=METRICS, n_levels=len(LEVELS), n_paths=1).eval()
+    must = Must(MustSettings(pixel_tophat=5, pixel_compare=compare), dim=16, patch_dim=8, metrics=METRICS,
+                n_levels=len(LEVELS), n_paths=1).eval()
     path = must.pixels
-    n = 6
+    n = 8
     target = [torch.rand(56, 56).half() for _ in range(n)]
     aux = [{"live": torch.rand(56, 56).half(), "reference": torch.rand(56, 56).half()} for _ in range(n)]
-    planes = [path.tophat_planes(path.channels(t.float(), {r: a.float() for r, a in x.items()})[None])[0].half()
+    planes = [path.derived_planes(path.channels(t.float(), {r: a.float() for r, a in x.items()})[None])[0].half()
               for t, x in zip(target, aux, strict=True)]
     plain = PixelRows(target, aux, torch.zeros(n, 3, 5), np.zeros((n, 3)), [None] * n)
     cached = PixelRows(target, aux, torch.zeros(n, 3, 5), np.zeros((n, 3)), [None] * n, tophat=planes)
@@ -157,7 +160,53 @@ def test_cached_tophat_planes_give_what_forward_computes():
     b = _channels(must, cached, list(range(n)), 0.5, random.Random(3))
     assert a.shape[1] == IN_CHANNELS and b.shape[1] == path.in_channels
     assert a[:, 3].eq(0).any() and a[:, 6].eq(1).any()   # some aux images were dropped, some kept
+    assert (a[:, 3, 0, 0] + a[:, 6, 0, 0]).eq(1).any()     # and some rows kept one of the two
     with torch.no_grad():
         assert torch.allclose(path(a), path(b), atol=2e-3)   # float16 cache
     with pytest.raises(ValueError, match=f"takes {IN_CHANNELS} planes"):
         path(a[:, :5])
+
+
+def _wire_scene(shift: int = 0, fade: float = 1.0):
+    """Top-hat planes [1, 3, H, W] of a scene with a vessel 3 px wide holding a wire 1 px wide:
+    the target's wire shifted by `shift` px and scaled by `fade`; the reference has the vessel
+    alone, the live frame the true wire alone (no contrast)."""
+    vessel = torch.zeros(64, 64)
+    vessel[:, 30:33] = 0.3
+    wire_true = torch.zeros(64, 64)
+    wire_true[:, 31] = 0.2
+    target = vessel + fade * torch.roll(wire_true, shift, dims=1)
+    return torch.stack([target, wire_true, vessel])[None]
+
+
+def test_device_comparison_grades_a_displaced_wire_by_its_distance():
+    from casiqa.model.pixel import device_comparison
+
+    both = torch.ones(1)
+    sizes = (1, 5, 13)
+    same = device_comparison(_wire_scene(), both, sizes)
+    assert same.abs().max() < 1e-6                               # the wire where the live frame has it: nothing
+    for shift, caught in ((3, 2), (8, 3)):                       # missing and extra at the windows narrower than 2 x shift
+        planes = device_comparison(_wire_scene(shift), both, sizes)
+        mass = planes.sum(dim=(-2, -1))[0].reshape(len(sizes), 2)    # [size, (missing, extra)]
+        assert (mass[:caught] > 1.0).all() and (mass[caught:] < 1e-6).all(), (shift, mass)
+    faded = device_comparison(_wire_scene(fade=0.3), both, sizes).sum(dim=(-2, -1))[0].reshape(len(sizes), 2)
+    assert (faded[:, 0] > 1.0).all() and (faded[:, 1] < 1e-6).all()   # faded: missing at every tolerance, nothing extra
+    assert device_comparison(_wire_scene(8), torch.zeros(1), sizes).eq(0).all()  # without both aux images: zero
+
+
+def test_device_comparison_planes_are_added_in_forward():
+    from casiqa.model.pixel import in_channels
+
+    path = PixelPath(dim=8, width=8, tophat=5, compare=(3, 9)).eval()
+    assert path.in_channels == in_channels(5) + 4
+    t, live, ref = torch.rand(56, 56), torch.rand(56, 56), torch.rand(56, 56)
+    x = path.channels(t, {"live": live, "reference": ref})[None]
+    with torch.no_grad():
+        from_plain = path(x)
+        from_cached = path(torch.cat([x, path.derived_planes(x)], dim=1))   # as the warm-up caches them
+    assert from_plain.shape == (1, 4, 8) and torch.allclose(from_plain, from_cached)
+    with pytest.raises(ValueError, match="set tophat"):
+        PixelPath(dim=8, width=8, compare=(3,))
+    with pytest.raises(ValueError, match="odd"):
+        PixelPath(dim=8, width=8, tophat=5, compare=(4,))

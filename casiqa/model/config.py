@@ -19,6 +19,7 @@ class MustSettings:
     pixel_path: bool = True                  # a conv stem over target and target - aux pixels adds a path
     pixel_width: int = 48                    # channels of that stem (its last stage has twice as many)
     pixel_tophat: int = 0                    # black top-hat planes of this size (0: none): thin dark structures
+    pixel_compare: list[int] = field(default_factory=list)  # device-comparison planes at these windows (px; needs pixel_tophat)
     pixel_dense: bool = False                # a 1x1 head on its H/4 features predicting dense damage maps (warm-up)
     dense_to_heads: bool = True              # with pixel_dense: each map's mean and max join its metric's head
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)

@@ -169,7 +169,8 @@ class Must(nn.Module):
             self.depth = DepthFusion(n_paths, patch_dim, dim)
             self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
             self.pixels = (PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch, tophat=settings.pixel_tophat,
-                                     dense=len(metrics) if settings.pixel_dense else 0)
+                                     dense=len(metrics) if settings.pixel_dense else 0,
+                                     compare=tuple(settings.pixel_compare))
                            if settings.pixel_path else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)

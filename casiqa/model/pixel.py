@@ -35,16 +35,50 @@ from torch import nn
 ROLES = ("live", "reference")
 UNIT = 28                           # px of one merged visual token (patch 14 x merge 2)
 
-def in_channels(tophat: int) -> int:
+def in_channels(tophat: int, compare: tuple[int, ...] = ()) -> int:
     """The stem's input planes: target; per role: image, target - image, presence; live -
-    reference; with the top-hat, one more plane per image (added in forward)."""
-    return 2 + 3 * len(ROLES) + (1 + len(ROLES) if tophat else 0)
+    reference; with the top-hat, one more plane per image; with `compare`, two device-comparison
+    planes per size (both added in forward)."""
+    return 2 + 3 * len(ROLES) + (1 + len(ROLES) if tophat else 0) + 2 * len(compare)
 
 
 IN_CHANNELS = in_channels(0)
 
 
 IMAGE_PLANES = (0, 1, 4)  # target, live, reference among the planes of PixelPath.channels
+PRESENCE_PLANES = (3, 6)  # live's and reference's presence planes
+
+
+def max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Grey dilation of [B, C, H, W] by an odd size x size square, separable (max-pooling's
+    implicit -inf padding gives the same as replicate padding for a maximum)."""
+    p = size // 2
+    x = F.max_pool2d(x, (1, size), stride=1, padding=(0, p))
+    return F.max_pool2d(x, (size, 1), stride=1, padding=(p, 0))
+
+
+def device_comparison(tophat: torch.Tensor, both: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
+    """The target's devices against the live frame's, at a few tolerances.
+
+    tophat [B, 3, H, W]: top-hat planes of target, live and reference (tophat_planes); both [B]:
+    1 where live and reference were both given. The target's devices are what its top-hat has
+    and the reference's has not (the vessels cancel, the wire inside them stays); the true
+    devices are the live frame's top-hat. Per size s (an odd window in px): `missing`, true
+    device with no target device within s // 2 px (a faded, broken or displaced wire, a lost
+    catheter), and `extra`, target device with no true device within s // 2 px (a displaced or
+    ghost wire). Over sizes the pair grades a displacement by its distance, which a 3 x 3 stem
+    sees only after pooling has blurred where things were. Zero without both auxiliary images.
+    -> [B, 2 * len(sizes), H, W]."""
+    target = F.relu(tophat[:, 0:1] - tophat[:, 2:3])
+    live = tophat[:, 1:2]
+    planes, grown, done = [], torch.cat([target, live], dim=1), 1
+    for s in sorted(sizes):  # each window grows the last one's dilation: 3, then 9 = 3 (+) 7, ...
+        grown = max_filter(grown, s - done + 1) if s > done else grown
+        done = s
+        planes += [(s, F.relu(live - grown[:, 0:1])), (s, F.relu(target - grown[:, 1:2]))]
+    order = {s: i for i, s in enumerate(sizes)}
+    planes = [p for _, p in sorted(planes, key=lambda sp: order[sp[0]])]  # stable: missing, extra per size
+    return torch.cat(planes, dim=1) * both.to(tophat.dtype)[:, None, None, None]
 
 
 def black_tophat(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -93,13 +127,19 @@ class PixelPath(nn.Module):
     merged token [B, N, D]."""
 
     def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2,
-                 tophat: int = 0, dense: int = 0):
+                 tophat: int = 0, dense: int = 0, compare: tuple[int, ...] = ()):
         super().__init__()
         self.diff_gain = diff_gain  # differences are small in grey: scale them to the images' range
         if tophat and (tophat < 3 or tophat % 2 == 0):
             raise ValueError(f"tophat must be 0 (off) or an odd size >= 3, got {tophat}")
         self.tophat = tophat
-        self.in_channels = c_in = in_channels(tophat)
+        compare = tuple(int(c) for c in compare)
+        if compare and not tophat:
+            raise ValueError("device-comparison planes (compare) are built from the top-hat planes: set tophat too")
+        if any(c < 1 or c % 2 == 0 for c in compare) or len(set(compare)) < len(compare):
+            raise ValueError(f"compare sizes must be distinct, odd and >= 1 px, got {list(compare)}")
+        self.compare = compare
+        self.in_channels = c_in = in_channels(tophat, compare)
         if patch not in (1, 2, 4, 7, 14):
             raise ValueError(f"pixel patch must be 1, 2, 4, 7 or 14 (a merged token is 28 px), got {patch}")
         if patch in (1, 2):
@@ -144,33 +184,54 @@ class PixelPath(nn.Module):
 
     def channels(self, target: torch.Tensor, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         """target [H, W], aux role -> [H, W] (aligned, same size) -> [C, H, W]."""
-        chans = [target]
+        present = {r: torch.ones(1) if aux.get(r) is not None else torch.zeros(1) for r in ROLES}
+        images = {r: (torch.zeros_like(target) if aux.get(r) is None else aux[r])[None] for r in ROLES}
+        return self.batch_channels(target[None], images, present)[0]
+
+    def batch_channels(self, target: torch.Tensor, aux: dict[str, torch.Tensor],
+                       present: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`channels` of a batch: target [B, H, W], aux role -> [B, H, W] (zeros where absent),
+        present role -> [B] (1 given, 0 absent) -> [B, C, H, W]."""
+        chans, shown = [target], {}
         for role in ROLES:
-            a = aux.get(role)
-            if a is None:
-                chans += [torch.zeros_like(target)] * 2 + [torch.zeros_like(target)]
-            else:
-                chans += [a, self.diff_gain * (target - a), torch.ones_like(target)]
+            p = present[role].to(target.dtype)[:, None, None]
+            shown[role] = a = aux[role] * p
+            chans += [a, self.diff_gain * (target - a) * p, p.expand_as(target)]
         # live - reference cancels the anatomy: devices of the live frame on one side of zero,
         # contrast-filled vessels on the other; what the target's devices and vessels are judged against
-        both = all(aux.get(r) is not None for r in ROLES)
-        chans.append(self.diff_gain * (aux["live"] - aux["reference"]) if both else torch.zeros_like(target))
-        return torch.stack(chans)
+        both = (present["live"] * present["reference"]).to(target.dtype)[:, None, None]
+        chans.append(self.diff_gain * (shown["live"] - shown["reference"]) * both)
+        return torch.stack(chans, dim=1)
 
     def tophat_planes(self, x: torch.Tensor) -> torch.Tensor:
         """[B, C, H, W] planes of `channels` -> [B, 3, H, W] top-hat planes of target, live and
         reference, in one batched filter (absent images are zero planes and stay zero)."""
         return self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], self.tophat)
 
+    def derived_planes(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] planes of `channels` -> the planes forward derives from them: the top-hat
+        planes and, with `compare`, the device-comparison planes [B, in_channels - C, H, W]."""
+        th = self.tophat_planes(x)
+        if not self.compare:
+            return th
+        both = x[:, PRESENCE_PLANES[0], 0, 0] * x[:, PRESENCE_PLANES[1], 0, 0]
+        return torch.cat([th, device_comparison(th, both, self.compare)], dim=1)
+
+    def derived_keep(self, live: bool, reference: bool) -> torch.Tensor:
+        """Which derived planes survive when only the given auxiliary images are kept [in_channels - C]:
+        a dropped image's top-hat plane is zero, and the comparison needs both."""
+        both = float(live and reference)
+        return torch.tensor([1.0, float(live), float(reference)] + [both] * (2 * len(self.compare)))
+
     def forward(self, x: torch.Tensor, dense: bool = False):
-        """x [B, C, H, W] (planes of `channels`, optionally followed by `tophat_planes`) with H, W
+        """x [B, C, H, W] (planes of `channels`, optionally followed by `derived_planes`) with H, W
         multiples of 28 -> [B, (H/28) * (W/28), D]; with `dense`, also the damage-map logits
         [B, M, H/4, W/4] (needs the dense head)."""
-        if self.tophat and x.shape[1] == IN_CHANNELS:  # top-hat planes not given (the warm-up caches them)
-            x = torch.cat([x, self.tophat_planes(x)], dim=1)
+        if self.tophat and x.shape[1] == IN_CHANNELS:  # derived planes not given (the warm-up caches them)
+            x = torch.cat([x, self.derived_planes(x)], dim=1)
         if x.shape[1] != self.in_channels:
             raise ValueError(f"the pixel path takes {IN_CHANNELS} planes (PixelPath.channels)"
-                             + (f" or {self.in_channels} with the top-hat planes" if self.tophat else "")
+                             + (f" or {self.in_channels} with its derived planes" if self.tophat else "")
                              + f", got {x.shape[1]}")
         if dense and self.dense is None:
             raise ValueError("this pixel path has no dense head (MustSettings.pixel_dense)")

@@ -1,0 +1,119 @@
+"""Stage 1 of a recipe alone (the pixel warm-up): validation SRCC and seconds per epoch.
+
+    python -m benchmarks.bench_warmup --config finetune/recipes/tiny-cpu.yaml --pixel_warmup_epochs 6
+    python -m benchmarks.bench_warmup --config finetune/recipes/tiny-cpu.yaml --pixel_compare 3 9 17 \\
+        --cache /tmp/pixels-224.pt --json_out warmup.json
+
+For trying a change to MUST's quality path (its stem, its input planes, the warm-up's losses) in
+minutes rather than a full training: the same data, model, pixel cache and warm-up as stage 1 of
+`finetune.sft`, and no SFT. Takes every `finetune.sft` argument. `--cache FILE` keeps the pixel
+cache (the training and validation rows as the processor makes them, with their derived planes
+and damage maps) in FILE and reuses it while the settings that shaped it are the same (it does
+not depend on the stem's width or the warm-up's own settings, so probes of those share one).
+Prints each epoch's loss, validation SRCC per metric and seconds (validation included);
+--json_out writes them with the settings and the device. The loop is host-bound: on an H200 an
+epoch took as long as on 2 CPU cores (per-sample heads, batches built in Python).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# the settings a pixel cache depends on (finetune.warmup.pixel_rows)
+CACHE_FIELDS = ("data", "max_train_samples", "eval_max_samples", "image_size", "use_aux", "pixel_tophat",
+                "pixel_compare", "pixel_warmup_dense_weight")
+
+
+def cached_rows(args, model_name: str, processor, pixels, path: Path | None):
+    """(train, validation) PixelRows, from `path` when it was made with these settings."""
+    import torch
+
+    from finetune.data import load_rows
+    from finetune.sft import subset
+    from finetune.warmup import pixel_rows
+
+    key = {f: getattr(args, f) for f in CACHE_FIELDS}
+    key["dense"] = bool(key.pop("pixel_warmup_dense_weight"))
+    key["model"] = model_name  # its processor makes the pixels
+    if path is not None and path.is_file():
+        saved = torch.load(path, weights_only=False)
+        if saved.get("key") != key:
+            raise SystemExit(f"{path} holds a pixel cache made with other settings ({saved.get('key')}, these are "
+                             f"{key}): remove it or name another --cache")
+        print(f"pixel cache: {path}", file=sys.stderr)
+        return saved["train"], saved["validation"]
+    train = subset(load_rows(args.data, "train"), args.max_train_samples)
+    val = subset(load_rows(args.data, "validation"), args.eval_max_samples)
+    rows = (pixel_rows(train, processor, use_aux=args.use_aux, dense=key["dense"], pixels=pixels),
+            pixel_rows(val, processor, use_aux=args.use_aux, pixels=pixels))
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "train": rows[0], "validation": rows[1]}, path)
+    return rows
+
+
+def run(argv: list[str], cache: Path | None = None) -> dict:
+    import torch
+
+    from finetune.sft import build_model, parse
+    from finetune.warmup import WarmupConfig, warm_up
+
+    with tempfile.TemporaryDirectory() as tmp:
+        given = {a.split("=", 1)[0] for a in argv}
+        args, training_args, model_args = parse(argv + ([] if "--output_dir" in given else ["--output_dir", tmp]))
+        if not args.pixel_warmup_epochs:
+            raise SystemExit("the recipe has no pixel warm-up: pass --pixel_warmup_epochs N")
+        model, processor = build_model(args, model_args, training_args)
+        pixels = getattr(model.model.must, "pixels", None)
+        if pixels is None:
+            raise SystemExit("stage 1 needs MUST with its pixel path (must: true, pixel_path: true)")
+        start = time.perf_counter()
+        train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, pixels, cache)
+        cache_s = time.perf_counter() - start
+        cfg = WarmupConfig(epochs=args.pixel_warmup_epochs, batch_size=args.pixel_warmup_batch_size,
+                           learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
+                           evidence_weight=args.pixel_warmup_evidence_weight,
+                           dense_weight=args.pixel_warmup_dense_weight,
+                           metric_weights=tuple(args.pixel_warmup_metric_weights), bf16=args.pixel_warmup_bf16,
+                           seed=training_args.seed)
+        clock = [time.perf_counter()]
+
+        def log(entry):
+            now = time.perf_counter()
+            entry["seconds"] = round(now - clock[0], 2)
+            clock[0] = now
+            print(json.dumps(entry), flush=True)
+
+        history = warm_up(model, train, val, cfg, log=log)
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    settings = {k: v for k, v in vars(args).items() if k.startswith(("pixel", "image_size", "pool", "aux"))}
+    return {"settings": json.loads(json.dumps(settings, default=str)), "device": device, "train_rows": len(train),
+            "validation_rows": len(val), "cache_s": round(cache_s, 1),
+            "pixel_path_params": sum(p.numel() for p in pixels.parameters()), "history": history}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="Every other flag is a finetune.sft argument (e.g. --config).")
+    parser.add_argument("--cache", type=Path, help="pixel cache file, made if absent")
+    parser.add_argument("--json_out", type=Path, help="write the settings and per-epoch history here")
+    ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    result = run(rest, ours.cache)
+    last = result["history"][-1]
+    print(f"{result['device']}: {len(result['history'])} epochs, median "
+          f"{sorted(e['seconds'] for e in result['history'])[len(result['history']) // 2]} s per epoch; final "
+          + ", ".join(f"{k.removeprefix('val_').removesuffix('_srcc')} {v:.3f}" for k, v in last.items()
+                      if k.endswith("_srcc")))
+    if ours.json_out:
+        ours.json_out.parent.mkdir(parents=True, exist_ok=True)
+        ours.json_out.write_text(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

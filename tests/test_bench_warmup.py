@@ -1,0 +1,23 @@
+"""benchmarks.bench_warmup: stage 1 of a recipe alone, with a pixel cache that is reused only
+under the settings that made it."""
+
+import json
+
+import pytest
+
+
+def test_bench_warmup_runs_stage_one_and_guards_its_cache(phantom, tmp_path):
+    from benchmarks.bench_warmup import main
+
+    cache, out = tmp_path / "pixels.pt", tmp_path / "warmup.json"
+    base = ["--config", "finetune/recipes/tiny-cpu.yaml", "--data", str(phantom), "--image_size", "112",
+            "--pixel_warmup_epochs", "2", "--pixel_warmup_bf16", "false", "--pixel_compare", "3", "9",
+            "--cache", str(cache)]
+    assert main(base + ["--json_out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert cache.is_file() and len(result["history"]) == 2
+    assert result["settings"]["pixel_compare"] == [3, 9] and result["train_rows"] > 0
+    assert all(0 <= e["seconds"] and "val_guidewire_visibility_srcc" in e for e in result["history"])
+    assert main(base + ["--pixel_width", "16", "--pixel_warmup_epochs", "0.5"]) == 0   # same cache, another stem
+    with pytest.raises(SystemExit, match="other settings"):
+        main(base[:-2] + ["--image_size", "224", "--cache", str(cache)])
