@@ -184,7 +184,7 @@ class PixelPath(nn.Module):
 
     def channels(self, target: torch.Tensor, aux: dict[str, torch.Tensor]) -> torch.Tensor:
         """target [H, W], aux role -> [H, W] (aligned, same size) -> [C, H, W]."""
-        present = {r: torch.ones(1) if aux.get(r) is not None else torch.zeros(1) for r in ROLES}
+        present = {r: torch.full((1,), float(aux.get(r) is not None), device=target.device) for r in ROLES}
         images = {r: (torch.zeros_like(target) if aux.get(r) is None else aux[r])[None] for r in ROLES}
         return self.batch_channels(target[None], images, present)[0]
 
@@ -194,12 +194,12 @@ class PixelPath(nn.Module):
         present role -> [B] (1 given, 0 absent) -> [B, C, H, W]."""
         chans, shown = [target], {}
         for role in ROLES:
-            p = present[role].to(target.dtype)[:, None, None]
+            p = present[role].to(target.device, target.dtype)[:, None, None]
             shown[role] = a = aux[role] * p
             chans += [a, self.diff_gain * (target - a) * p, p.expand_as(target)]
         # live - reference cancels the anatomy: devices of the live frame on one side of zero,
         # contrast-filled vessels on the other; what the target's devices and vessels are judged against
-        both = (present["live"] * present["reference"]).to(target.dtype)[:, None, None]
+        both = (present["live"] * present["reference"]).to(target.device, target.dtype)[:, None, None]
         chans.append(self.diff_gain * (shown["live"] - shown["reference"]) * both)
         return torch.stack(chans, dim=1)
 
