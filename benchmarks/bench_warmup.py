@@ -11,9 +11,10 @@ cache (the training and validation rows as the processor makes them, with their 
 and damage maps) in FILE and reuses it while the settings that shaped it are the same (it does
 not depend on the stem's width or the warm-up's own settings, so probes of those share one).
 Prints each epoch's loss, validation SRCC per metric and seconds (validation included);
---json_out writes them with the settings and the device. The loop is host-bound (per-sample
-heads, batches built on the host): on an H200, seven probes sharing its host's 16 cores took
-45-52 s per epoch each, about what one run takes on 2 CPU cores here.
+--json_out writes them with the settings and the device. A GPU gains little here as the loop
+stands: on an H200, seven probes sharing its host's 16 cores took 45-52 s per epoch each, about
+what one run takes on 2 CPU cores (not profiled; the metric heads run per sample and each batch
+is built on the host).
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_dense_weight needs pixel_dense: true (the head it trains)")
         if self.pixel_compare and not self.pixel_tophat:
             raise ValueError("pixel_compare needs pixel_tophat (the comparison is built from the top-hat planes)")
-        if any(c < 1 or c % 2 == 0 for c in self.pixel_compare):
-            raise ValueError(f"pixel_compare sizes must be odd and >= 1, got {self.pixel_compare}")
+        if any(c < 1 or c % 2 == 0 for c in self.pixel_compare) or len(set(self.pixel_compare)) < len(self.pixel_compare):
+            raise ValueError(f"pixel_compare sizes must be distinct, odd and >= 1, got {self.pixel_compare}")
         if self.pool not in ("attention", "attention+mass"):
             raise ValueError(f"pool must be attention or attention+mass, got {self.pool!r}")
         if self.router not in ("soft", "topk"):

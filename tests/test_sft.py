@@ -124,3 +124,8 @@ def test_recipe_fields_are_checked():
         CasIqaArguments(pixel_warmup_dense_weight=1.0, pixel_dense=False)
     with pytest.raises(ValueError, match="pool must be"):
         CasIqaArguments(pool="max")
+    with pytest.raises(ValueError, match="needs pixel_tophat"):
+        CasIqaArguments(pixel_compare=[3, 9])
+    for sizes in ([4], [3, 3], [0]):
+        with pytest.raises(ValueError, match="distinct, odd"):
+            CasIqaArguments(pixel_tophat=5, pixel_compare=sizes)
