@@ -77,10 +77,9 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_dense_weight must be >= 0")
         if self.pixel_warmup_dense_weight and not self.pixel_dense:
             raise ValueError("pixel_warmup_dense_weight needs pixel_dense: true (the head it trains)")
-        if self.pixel_compare and not self.pixel_tophat:
-            raise ValueError("pixel_compare needs pixel_tophat (the comparison is built from the top-hat planes)")
-        if any(c < 1 or c % 2 == 0 for c in self.pixel_compare) or len(set(self.pixel_compare)) < len(self.pixel_compare):
-            raise ValueError(f"pixel_compare sizes must be distinct, odd and >= 1, got {self.pixel_compare}")
+        from casiqa.model.pixel import check_compare
+
+        check_compare(self.pixel_compare, self.pixel_tophat)  # the pixel path's own check, at parse time
         if self.pool not in ("attention", "attention+mass"):
             raise ValueError(f"pool must be attention or attention+mass, got {self.pool!r}")
         if self.router not in ("soft", "topk"):

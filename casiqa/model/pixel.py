@@ -57,6 +57,16 @@ def max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.max_pool2d(x, (size, 1), stride=1, padding=(p, 0))
 
 
+def check_compare(sizes, tophat: int) -> None:
+    """Device-comparison window sizes are valid: distinct odd sizes >= 1, and top-hat planes to
+    build them from."""
+    if sizes and not tophat:
+        raise ValueError("device-comparison planes are built from the top-hat planes: pixel_compare needs "
+                         "pixel_tophat, so set tophat too")
+    if any(c < 1 or c % 2 == 0 for c in sizes) or len(set(sizes)) < len(sizes):
+        raise ValueError(f"compare sizes must be distinct, odd and >= 1 px, got {list(sizes)}")
+
+
 def device_comparison(tophat: torch.Tensor, both: torch.Tensor, sizes: tuple[int, ...]) -> torch.Tensor:
     """The target's devices against the live frame's, at a few tolerances.
 
@@ -133,12 +143,8 @@ class PixelPath(nn.Module):
         if tophat and (tophat < 3 or tophat % 2 == 0):
             raise ValueError(f"tophat must be 0 (off) or an odd size >= 3, got {tophat}")
         self.tophat = tophat
-        compare = tuple(int(c) for c in compare)
-        if compare and not tophat:
-            raise ValueError("device-comparison planes (compare) are built from the top-hat planes: set tophat too")
-        if any(c < 1 or c % 2 == 0 for c in compare) or len(set(compare)) < len(compare):
-            raise ValueError(f"compare sizes must be distinct, odd and >= 1 px, got {list(compare)}")
-        self.compare = compare
+        self.compare = compare = tuple(int(c) for c in compare)
+        check_compare(compare, tophat)
         self.in_channels = c_in = in_channels(tophat, compare)
         if patch not in (1, 2, 4, 7, 14):
             raise ValueError(f"pixel patch must be 1, 2, 4, 7 or 14 (a merged token is 28 px), got {patch}")
