@@ -62,8 +62,8 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None):
 def run(argv: list[str], cache: Path | None = None) -> dict:
     import torch
 
-    from finetune.sft import build_model, parse
-    from finetune.warmup import WarmupConfig, warm_up
+    from finetune.sft import build_model, parse, warmup_config
+    from finetune.warmup import warm_up
 
     with tempfile.TemporaryDirectory() as tmp:
         given = {a.split("=", 1)[0] for a in argv}
@@ -77,12 +77,7 @@ def run(argv: list[str], cache: Path | None = None) -> dict:
         start = time.perf_counter()
         train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, pixels, cache)
         cache_s = time.perf_counter() - start
-        cfg = WarmupConfig(epochs=args.pixel_warmup_epochs, batch_size=args.pixel_warmup_batch_size,
-                           learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
-                           evidence_weight=args.pixel_warmup_evidence_weight,
-                           dense_weight=args.pixel_warmup_dense_weight,
-                           metric_weights=tuple(args.pixel_warmup_metric_weights), bf16=args.pixel_warmup_bf16,
-                           seed=training_args.seed)
+        cfg = warmup_config(args, training_args)
         clock = [time.perf_counter()]
 
         def log(entry):

@@ -60,11 +60,14 @@ def _stages(args, training_args) -> str:
     tophat = f", top-hat planes of {args.pixel_tophat} px" if getattr(args, "pixel_tophat", 0) else ""
     compare = list(getattr(args, "pixel_compare", None) or [])
     tophat += f", device-comparison planes at {'/'.join(map(str, compare))} px" if compare else ""
+    tophat += ", max+mean token pooling" if getattr(args, "pixel_pool", "max") == "max+mean" else ""
     tophat += ", bf16 autocast" if getattr(args, "pixel_warmup_bf16", False) else ""
     weights = getattr(args, "pixel_warmup_metric_weights", None)
     weights = f", metric weights {'/'.join(f'{w:g}' for w in weights)}" if weights and len(set(weights)) > 1 else ""
     dense = getattr(args, "pixel_warmup_dense_weight", 0.0)
     dense = f", dense damage maps weight {dense:g}" if dense else ""
+    score = getattr(args, "pixel_warmup_score_weight", 0.0)
+    dense += f", score squared-error weight {score:g}" if score else ""
     pool = ", mass pooling in the metric branches" if getattr(args, "pool", "attention") == "attention+mass" else ""
     return (f"(1) pixel warm-up of MUST's quality path{tophat}{pool}, {args.pixel_warmup_epochs:g} epochs of batch "
             f"{args.pixel_warmup_batch_size}, learning rate {args.pixel_warmup_lr}, evidence weight "

@@ -19,6 +19,9 @@ class CasIqaArguments:
     pixel_compare: list[int] = field(default_factory=list, metadata={
         "help": "device-comparison planes (the target's wire and catheter against the live frame's) at these odd "
                 "window sizes in px; needs pixel_tophat"})
+    pixel_pool: str = field(default="max", metadata={
+        "help": "how the stem's H/4 features reach the token grid: max, or max+mean (adds how much of each "
+                "28 px window holds a response: gap length, share of a branch gone)"})
     pixel_dense: bool = field(default=False, metadata={
         "help": "a 1x1 head on the stem's H/4 features, trained in the warm-up on dense damage maps"})
     pool: str = field(default="attention", metadata={
@@ -42,6 +45,9 @@ class CasIqaArguments:
     pixel_warmup_bf16: bool = field(default=False, metadata={
         "help": "bf16 autocast in stage 1 (losses in fp32); on an AVX512-BF16 CPU the pixel path ran ~1.6x "
                 "faster per batch, a whole epoch ~1.2x"})
+    pixel_warmup_score_weight: float = field(default=0.0, metadata={
+        "help": "weight of a squared error of the heads' expected score against the MOS (1..5 scale) in the "
+                "warm-up, beside the soft-label loss (0: off)"})
     pixel_warmup_metric_weights: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0], metadata={
         "help": "per-metric weights of the warm-up's score loss, in casiqa.metrics.METRICS order "
                 "(guidewire, branches, artefacts); normalised to mean 1"})
@@ -73,6 +79,10 @@ class CasIqaArguments:
         if len(w) != len(METRICS) or min(w) < 0 or sum(w) <= 0:
             raise ValueError(f"pixel_warmup_metric_weights needs {len(METRICS)} weights >= 0 (not all 0) in the "
                              f"order {', '.join(METRICS)}; got {w}")
+        if self.pixel_warmup_score_weight < 0:
+            raise ValueError("pixel_warmup_score_weight must be >= 0")
+        if self.pixel_pool not in ("max", "max+mean"):
+            raise ValueError(f"pixel_pool must be max or max+mean, got {self.pixel_pool!r}")
         if self.pixel_warmup_dense_weight < 0:
             raise ValueError("pixel_warmup_dense_weight must be >= 0")
         if self.pixel_warmup_dense_weight and not self.pixel_dense:

@@ -30,7 +30,7 @@ def build_model(args, model_args, training_args):
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
                         pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat, pixel_dense=args.pixel_dense,
                         pixel_compare=list(args.pixel_compare), pixel_width=args.pixel_width,
-                        pool=args.pool)
+                        pixel_pool=args.pixel_pool, pool=args.pool)
     name = model_args.model_name_or_path or "tiny"
     if name == "tiny":
         spec = TinySpec(hidden=args.tiny_hidden, layers=args.tiny_layers, vision_depth=args.tiny_vision_depth,
@@ -49,6 +49,18 @@ def build_model(args, model_args, training_args):
                      attn_implementation=model_args.attn_implementation)
 
 
+def warmup_config(args, training_args):
+    """The recipe's stage-1 settings (finetune.warmup.WarmupConfig)."""
+    from finetune.warmup import WarmupConfig
+
+    return WarmupConfig(epochs=args.pixel_warmup_epochs, batch_size=args.pixel_warmup_batch_size,
+                        learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
+                        evidence_weight=args.pixel_warmup_evidence_weight, dense_weight=args.pixel_warmup_dense_weight,
+                        score_weight=args.pixel_warmup_score_weight,
+                        metric_weights=tuple(args.pixel_warmup_metric_weights), bf16=args.pixel_warmup_bf16,
+                        seed=training_args.seed)
+
+
 def lora_config(args, model_args):
     if not model_args.use_peft:
         return None
@@ -61,10 +73,10 @@ def lora_config(args, model_args):
 
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
-                 "pixel_compare", "pixel_dense", "pool", "use_aux", "aux_drop", "pixel_warmup_epochs",
+                 "pixel_compare", "pixel_pool", "pixel_dense", "pool", "use_aux", "aux_drop", "pixel_warmup_epochs",
                  "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
-                 "pixel_warmup_dense_weight", "pixel_warmup_metric_weights", "pixel_warmup_bf16", "tiny_hidden",
-                 "tiny_layers", "tiny_vision_depth", "tiny_vision_hidden")
+                 "pixel_warmup_dense_weight", "pixel_warmup_score_weight", "pixel_warmup_metric_weights",
+                 "pixel_warmup_bf16", "tiny_hidden", "tiny_layers", "tiny_vision_depth", "tiny_vision_hidden")
 
 
 def warmup_settings(args, model_args, training_args) -> dict:
@@ -87,7 +99,7 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
     from tqdm.auto import tqdm
 
     from finetune.trainer import unwrap
-    from finetune.warmup import WarmupConfig, pixel_rows, warm_up
+    from finetune.warmup import pixel_rows, warm_up
 
     must = unwrap(model).model.must
     if not args.pixel_warmup_epochs or getattr(must, "pixels", None) is None:
@@ -113,11 +125,7 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
     dense = bool(args.pixel_warmup_dense_weight)
     data = pixel_rows(train, processor, use_aux=args.use_aux, progress=bar, dense=dense, pixels=must.pixels)
     check = pixel_rows(val, processor, use_aux=args.use_aux, progress=bar, pixels=must.pixels)
-    cfg = WarmupConfig(epochs=args.pixel_warmup_epochs, batch_size=args.pixel_warmup_batch_size,
-                       learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
-                       evidence_weight=args.pixel_warmup_evidence_weight, dense_weight=args.pixel_warmup_dense_weight,
-                       metric_weights=tuple(args.pixel_warmup_metric_weights), bf16=args.pixel_warmup_bf16,
-                       seed=training_args.seed)
+    cfg = warmup_config(args, training_args)
     history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),
                       progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
     saved.parent.mkdir(parents=True, exist_ok=True)

@@ -101,10 +101,22 @@ class WarmupConfig:
     aux_drop: float = 0.3
     evidence_weight: float = 0.0
     dense_weight: float = 0.0                         # BCE of the dense damage maps (needs pixel_dense)
+    score_weight: float = 0.0                         # squared error of the expected score against the MOS
     metric_weights: tuple[float, ...] | None = None   # per metric (METRICS order) in the score loss
     augment: bool = True
     bf16: bool = False                                # bf16 autocast of the forward pass (losses in fp32)
     seed: int = 0
+
+
+def score_loss(logits: torch.Tensor, mos: torch.Tensor, metric_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared error of the expected score (levels' values 1..5) against the MOS [B, M], averaged
+    with the per-metric weights normalised to mean 1: what the soft-label loss does not say
+    directly is how far off the score is, and SRCC ranks by that score."""
+    per = (expected_score(logits) - mos.to(torch.float32)) ** 2
+    if metric_weights is None:
+        return per.mean()
+    w = metric_weights.to(per.device)
+    return (per * (w / w.mean())).mean()
 
 
 def _batches(data: PixelRows, batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -198,6 +210,8 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
                     logits, route = must.score_pixels(x)
             logits, route = logits.float(), [None if r is None else r.float() for r in route]
             loss = soft_label_loss(logits, train.levels[idx].to(device), weights)
+            if cfg.score_weight:
+                loss = loss + cfg.score_weight * score_loss(logits, torch.from_numpy(train.mos[idx]).to(device), weights)
             maps = [train.damage[i] for i in idx] if dense else []
             if dense and all(m is not None for m in maps):
                 maps = torch.stack(maps).to(device, torch.float32)

@@ -210,3 +210,59 @@ def test_device_comparison_planes_are_added_in_forward():
         PixelPath(dim=8, width=8, compare=(3,))
     with pytest.raises(ValueError, match="odd"):
         PixelPath(dim=8, width=8, tophat=5, compare=(4,))
+
+
+def test_token_pool_max_mean_also_says_how_much_of_a_window_responds():
+    from casiqa.model.pixel import TokenPool
+
+    one, full = torch.zeros(1, 1, 7, 7), torch.ones(1, 1, 7, 7)
+    one[..., 3, 3] = 1.0                                   # a single bright pixel: a short stub of wire
+    assert torch.equal(TokenPool(7)(one), TokenPool(7)(full))  # max-pooling cannot tell them apart
+    a, b = TokenPool(7, "max+mean")(one), TokenPool(7, "max+mean")(full)
+    assert a.shape == (1, 2, 1, 1) and a[0, 0] == b[0, 0] and torch.allclose(a[0, 1], torch.tensor(1 / 49)) and b[0, 1] == 1
+    with pytest.raises(ValueError, match="pixel pool"):
+        TokenPool(7, "mean")
+
+
+def test_pixel_path_with_max_mean_pool_gives_one_feature_per_token():
+    path = PixelPath(dim=32, width=16, tophat=5, dense=3, pool="max+mean").eval()
+    x = torch.randn(2, IN_CHANNELS, 3 * UNIT, 2 * UNIT)
+    with torch.no_grad():
+        tokens, fine = path(x, dense=True)
+    assert tokens.shape == (2, 6, 32) and fine.shape == (2, 3, 3 * UNIT // 4, 2 * UNIT // 4)
+    with pytest.raises(ValueError, match="pixel patch 1 or 2"):
+        PixelPath(dim=32, width=16, patch=4, pool="max+mean")
+
+
+def test_score_loss_is_the_squared_error_of_the_expected_score():
+    from casiqa.model.levels import expected_score
+    from finetune.warmup import score_loss
+
+    logits = torch.zeros(2, len(METRICS), len(LEVELS), requires_grad=True)  # uniform: expected score 3
+    mos = torch.tensor([[3.0, 5.0, 1.0], [3.0, 3.0, 3.0]])
+    loss = score_loss(logits, mos)
+    assert torch.isclose(loss, torch.tensor((0 + 4 + 4 + 0 + 0 + 0) / 6))
+    weighted = score_loss(logits, mos, torch.tensor([0.0, 1.0, 0.0]))  # only branches count, weights normalised
+    assert torch.isclose(weighted, torch.tensor(3 * 4 / 6))
+    loss.backward()
+    step = logits - 1.0 * logits.grad
+    moved = expected_score(step) - 3.0
+    assert moved[0, 1] > 0 and moved[0, 2] < 0 and moved[1].abs().max() < 1e-6  # towards each MOS, none where met
+
+
+@pytest.mark.parametrize("pool", ["attention", "attention+mass"])
+def test_metric_heads_score_a_batch_as_they_score_each_sample(pool):
+    from casiqa.model import MustSettings
+    from casiqa.model.must import Must
+
+    torch.manual_seed(0)
+    must = Must(MustSettings(pixel_dense=True, pool=pool), dim=32, patch_dim=16, metrics=METRICS,
+                n_levels=len(LEVELS), n_paths=1).eval()
+    for p in must.parameters():  # every residual branch starts at zero: give them weights
+        torch.nn.init.normal_(p, std=0.2)
+    q, damage = torch.randn(4, 9, 32), torch.rand(4, len(METRICS), 2)
+    with torch.no_grad():
+        batched = must.score(q, damage)
+        single = [must.score(q[b], damage[b]) for b in range(4)]
+    for k, name in enumerate(("logits", "routing", "router logits", "adaptations")):
+        assert torch.allclose(batched[k], torch.stack([s[k] for s in single]), atol=1e-5), name

@@ -22,6 +22,7 @@ class MustSettings:
     pixel_compare: list[int] = field(default_factory=list)  # device-comparison planes at these windows (px; needs pixel_tophat)
     pixel_dense: bool = False                # a 1x1 head on its H/4 features predicting dense damage maps (warm-up)
     dense_to_heads: bool = True              # with pixel_dense: each map's mean and max join its metric's head
+    pixel_pool: str = "max"                  # onto the token grid: "max", or "max+mean" (also how much of a window)
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)
     cross_attention: bool = True             # target tokens also attend to all aux tokens
     heads: int = 4                           # attention heads of that cross-attention
@@ -38,6 +39,8 @@ class MustSettings:
             raise ValueError(f"pool must be 'attention' or 'attention+mass', got {self.pool!r}")
         if self.temperature <= 0 or self.top_k < 1 or self.hidden < 1:
             raise ValueError("temperature must be > 0, top_k and hidden >= 1")
+        if self.pixel_pool not in ("max", "max+mean"):
+            raise ValueError(f"pixel_pool must be 'max' or 'max+mean', got {self.pixel_pool!r}")
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 

@@ -138,14 +138,16 @@ class MetricBranch(nn.Module):
 
     def forward(self, tokens: torch.Tensor, route: torch.Tensor,
                 extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        delta = self.adapter(tokens)                                   # [N, D]
+        """tokens [..., N, D], route [..., N] (its routing weights), extra [..., E] -> level logits
+        [..., L] and the adaptation [..., N, D]; leading dimensions are samples of one grid."""
+        delta = self.adapter(tokens)                                   # [..., N, D]
         branch = tokens + delta
-        attn = (self.score(self.norm(branch))[:, 0] + torch.log(route.clamp_min(1e-6))).softmax(dim=0)  # [N]
-        pooled = (attn[:, None] * branch).sum(dim=0)                   # [D]
+        attn = (self.score(self.norm(branch))[..., 0] + torch.log(route.clamp_min(1e-6))).softmax(dim=-1)  # [..., N]
+        pooled = (attn[..., None] * branch).sum(dim=-2)                # [..., D]
         if self.pool == "attention+mass":
-            pooled = torch.cat([pooled, (route[:, None] * branch).mean(dim=0)])  # [2D]
+            pooled = torch.cat([pooled, (route[..., None] * branch).mean(dim=-2)], dim=-1)  # [..., 2D]
         if extra is not None:
-            pooled = torch.cat([pooled, extra.to(pooled.dtype)])
+            pooled = torch.cat([pooled, extra.to(pooled.dtype)], dim=-1)
         return self.head(pooled), delta
 
 
@@ -170,7 +172,7 @@ class Must(nn.Module):
             self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
             self.pixels = (PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch, tophat=settings.pixel_tophat,
                                      dense=len(metrics) if settings.pixel_dense else 0,
-                                     compare=tuple(settings.pixel_compare))
+                                     compare=tuple(settings.pixel_compare), pool=settings.pixel_pool)
                            if settings.pixel_path else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)
@@ -216,27 +218,27 @@ class Must(nn.Module):
         return bool(self.settings.pixel_dense and self.settings.dense_to_heads and self.pixels is not None)
 
     def score(self, q: torch.Tensor, damage: torch.Tensor | None = None):
-        """Quality tokens [N, D] (and, when the damage maps feed the heads, their summary [M, 2])
-        -> level logits [M, L], routing [N, M], router logits [N, M] and each branch's metric-aware
-        adaptation [N, M, D]."""
+        """Quality tokens [..., N, D] (and, when the damage maps feed the heads, their summary
+        [..., M, 2]) -> level logits [..., M, L], routing [..., N, M], router logits [..., N, M]
+        and each branch's metric-aware adaptation [..., N, M, D]. Leading dimensions are samples
+        of one token grid, scored together."""
         route, raw = self.router(q)
         per_metric, deltas = [], []
         for m, branch in enumerate(self.branches):
-            level_logits, delta = branch(q, route[:, m], None if damage is None else damage[m])
+            level_logits, delta = branch(q, route[..., m], None if damage is None else damage[..., m, :])
             per_metric.append(level_logits)
             deltas.append(delta)
-        return torch.stack(per_metric), route, raw, torch.stack(deltas, dim=1)
+        return torch.stack(per_metric, dim=-2), route, raw, torch.stack(deltas, dim=-2)
 
     def score_pixels(self, channels: torch.Tensor, dense: bool = False):
         """The pixel path alone (no encoder, no LM): channels [B, C, H, W] (PixelPath.channels) ->
         level logits [B, M, L] and router logits [B, N, M] (and with `dense`, the damage-map
         logits [B, M, H/4, W/4]). What the pixel warm-up trains; equal to the full forward's while
-        the encoder gate is closed."""
+        the encoder gate is closed. The batch is scored in one call (its samples share a grid)."""
         need = dense or self.feeds_damage
         feats, fine = self.pixels(channels, dense=True) if need else (self.pixels(channels), None)
         damage = damage_summary(fine) if self.feeds_damage else None
-        out = [self.score(f, None if damage is None else damage[b]) for b, f in enumerate(feats)]
-        logits, route = torch.stack([o[0] for o in out]), torch.stack([o[2] for o in out])
+        logits, _, route, _ = self.score(feats, damage)
         return (logits, route, fine) if dense else (logits, route)
 
     def _pixel_tokens(self, pixels: list[torch.Tensor] | None, roles: list[str], samples: list[int],

@@ -22,7 +22,9 @@ reference is the target's wire, so the stem compares the two wires from its firs
 head on the H/4 features that predicts per-metric damage maps (finetune.data.damage_maps): the
 warm-up can then tell the stem where a failure is to within 4 px, not only which 28 px token
 holds it (with MustSettings.dense_to_heads, each map's mean and max also join its metric's
-head: how much of the image is damaged, as a number the head can read). BatchNorm by default
+head: how much of the image is damaged, as a number the head can read); `pool`, how the H/4
+features reach the token grid (TokenPool: "max", or "max+mean", which adds each window's mean:
+how much of it responds, not only how strongly). BatchNorm by default
 (statistics fixed by `freeze`), GroupNorm (`norm="group"`) for per-sample statistics.
 """
 
@@ -127,6 +129,26 @@ def _norm(kind: str, c: int) -> nn.Module:
     return nn.BatchNorm2d(c) if kind == "batch" else nn.GroupNorm(8, c)
 
 
+POOLS = ("max", "max+mean")
+
+
+class TokenPool(nn.Module):
+    """H/4 features onto the token grid (a 7 x 7 window): "max", the strongest response (is there
+    a wire, a gap, a streak); "max+mean" adds the window's mean as more channels (how much of it:
+    the length of a gap, the share of a branch gone, how much ghost wire), which max-pooling
+    discards."""
+
+    def __init__(self, size: int, mode: str = "max"):
+        super().__init__()
+        if mode not in POOLS:
+            raise ValueError(f"pixel pool must be one of {', '.join(POOLS)}, got {mode!r}")
+        self.kernel_size, self.mode = size, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top = F.max_pool2d(x, self.kernel_size)
+        return top if self.mode == "max" else torch.cat([top, F.avg_pool2d(x, self.kernel_size)], dim=1)
+
+
 def _block(c_in: int, c_out: int, pool: bool, norm: str) -> nn.Sequential:
     layers = [nn.Conv2d(c_in, c_out, 3, padding=1), _norm(norm, c_out), nn.GELU()]
     return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
@@ -137,7 +159,7 @@ class PixelPath(nn.Module):
     merged token [B, N, D]."""
 
     def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2,
-                 tophat: int = 0, dense: int = 0, compare: tuple[int, ...] = ()):
+                 tophat: int = 0, dense: int = 0, compare: tuple[int, ...] = (), pool: str = "max"):
         super().__init__()
         self.diff_gain = diff_gain  # differences are small in grey: scale them to the images' range
         if tophat and (tophat < 3 or tophat % 2 == 0):
@@ -148,6 +170,8 @@ class PixelPath(nn.Module):
         self.in_channels = c_in = in_channels(tophat, compare)
         if patch not in (1, 2, 4, 7, 14):
             raise ValueError(f"pixel patch must be 1, 2, 4, 7 or 14 (a merged token is 28 px), got {patch}")
+        if pool != "max" and patch not in (1, 2):
+            raise ValueError(f"pixel pool {pool!r} needs pixel patch 1 or 2 (it pools the H/4 stage), got {patch}")
         if patch in (1, 2):
             # nonlinear from the first pixel on: a wire a pixel wide survives a 3 x 3 filter and
             # max-pooling, where a strided linear patchify would average it into the background
@@ -157,8 +181,8 @@ class PixelPath(nn.Module):
                 *([nn.MaxPool2d(2)] if patch == 1 else []),                                          # H/2
                 _block(fine, width, True, norm),                                                     # H/4
                 nn.Conv2d(width, width, 3, padding=1), _norm(norm, width), nn.GELU(),
-                nn.MaxPool2d(7),                                                                     # H/28
-                _block(width, 2 * width, False, norm),
+                TokenPool(7, pool),                                                                  # H/28
+                _block(width * (2 if pool == "max+mean" else 1), 2 * width, False, norm),
                 _block(2 * width, 2 * width, False, norm),
             )
         else:
@@ -177,7 +201,7 @@ class PixelPath(nn.Module):
             if patch not in (1, 2):
                 raise ValueError(f"dense damage maps need pixel patch 1 or 2 (an H/4 stage), got {patch}")
             self.dense = nn.Conv2d(width, dense, 1)
-            self._fine_at = next(i for i, m in enumerate(self.stem) if isinstance(m, nn.MaxPool2d) and m.kernel_size == 7)
+            self._fine_at = next(i for i, m in enumerate(self.stem) if isinstance(m, TokenPool))
 
     def freeze(self) -> None:
         """Fix the path as trained (weights and normalisation statistics), e.g. for a later stage."""
