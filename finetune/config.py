@@ -45,6 +45,8 @@ class CasIqaArguments:
     pixel_warmup_bf16: bool = field(default=False, metadata={
         "help": "bf16 autocast in stage 1 (losses in fp32); on an AVX512-BF16 CPU the pixel path ran ~1.6x "
                 "faster per batch, a whole epoch ~1.2x"})
+    pixel_warmup_dense_damaged_weight: float = field(default=1.0, metadata={
+        "help": "in the dense maps' BCE, the weight of cells on damaged structure relative to the rest (1: even)"})
     pixel_warmup_score_weight: float = field(default=0.0, metadata={
         "help": "weight of a squared error of the heads' expected score against the MOS (1..5 scale) in the "
                 "warm-up, beside the soft-label loss (0: off)"})
@@ -79,6 +81,8 @@ class CasIqaArguments:
         if len(w) != len(METRICS) or min(w) < 0 or sum(w) <= 0:
             raise ValueError(f"pixel_warmup_metric_weights needs {len(METRICS)} weights >= 0 (not all 0) in the "
                              f"order {', '.join(METRICS)}; got {w}")
+        if self.pixel_warmup_dense_damaged_weight <= 0:
+            raise ValueError("pixel_warmup_dense_damaged_weight must be > 0")
         if self.pixel_warmup_score_weight < 0:
             raise ValueError("pixel_warmup_score_weight must be >= 0")
         if self.pixel_pool not in ("max", "max+mean"):

@@ -57,6 +57,7 @@ def warmup_config(args, training_args):
                         learning_rate=args.pixel_warmup_lr, aux_drop=args.aux_drop,
                         evidence_weight=args.pixel_warmup_evidence_weight, dense_weight=args.pixel_warmup_dense_weight,
                         score_weight=args.pixel_warmup_score_weight,
+                        dense_damaged_weight=args.pixel_warmup_dense_damaged_weight,
                         metric_weights=tuple(args.pixel_warmup_metric_weights), bf16=args.pixel_warmup_bf16,
                         seed=training_args.seed)
 
@@ -75,8 +76,9 @@ def lora_config(args, model_args):
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
                  "pixel_compare", "pixel_pool", "pixel_dense", "pool", "use_aux", "aux_drop", "pixel_warmup_epochs",
                  "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
-                 "pixel_warmup_dense_weight", "pixel_warmup_score_weight", "pixel_warmup_metric_weights",
-                 "pixel_warmup_bf16", "tiny_hidden", "tiny_layers", "tiny_vision_depth", "tiny_vision_hidden")
+                 "pixel_warmup_dense_weight", "pixel_warmup_dense_damaged_weight", "pixel_warmup_score_weight",
+                 "pixel_warmup_metric_weights", "pixel_warmup_bf16", "tiny_hidden", "tiny_layers", "tiny_vision_depth",
+                 "tiny_vision_hidden")
 
 
 def warmup_settings(args, model_args, training_args) -> dict:

@@ -102,6 +102,7 @@ class WarmupConfig:
     evidence_weight: float = 0.0
     dense_weight: float = 0.0                         # BCE of the dense damage maps (needs pixel_dense)
     score_weight: float = 0.0                         # squared error of the expected score against the MOS
+    dense_damaged_weight: float = 1.0                 # in that BCE, cells on damaged structure count this much more
     metric_weights: tuple[float, ...] | None = None   # per metric (METRICS order) in the score loss
     augment: bool = True
     bf16: bool = False                                # bf16 autocast of the forward pass (losses in fp32)
@@ -117,6 +118,14 @@ def score_loss(logits: torch.Tensor, mos: torch.Tensor, metric_weights: torch.Te
         return per.mean()
     w = metric_weights.to(per.device)
     return (per * (w / w.mean())).mean()
+
+
+def dense_loss(logits: torch.Tensor, maps: torch.Tensor, damaged_weight: float = 1.0) -> torch.Tensor:
+    """BCE of the dense damage logits against the damage maps [B, M, h, w], the cells on damaged
+    structure (map > 0) weighted `damaged_weight` times the rest: a wire covers ~3 % of the cells,
+    so with even weights the background's loss drowns the wire's."""
+    cell = 1.0 + (damaged_weight - 1.0) * (maps > 0).to(torch.float32)
+    return F.binary_cross_entropy_with_logits(logits.float(), maps, weight=cell)
 
 
 def _batches(data: PixelRows, batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -216,7 +225,7 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             if dense and all(m is not None for m in maps):
                 maps = torch.stack(maps).to(device, torch.float32)
                 maps = _dihedral(maps, k, flip) if cfg.augment else maps
-                loss = loss + cfg.dense_weight * F.binary_cross_entropy_with_logits(fine.float(), maps)
+                loss = loss + cfg.dense_weight * dense_loss(fine, maps, cfg.dense_damaged_weight)
             if cfg.evidence_weight and all(b is not None for b in boxes):
                 maps = torch.stack(boxes).to(device)
                 maps = _dihedral(maps, k, flip) if cfg.augment else maps

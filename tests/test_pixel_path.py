@@ -266,3 +266,17 @@ def test_metric_heads_score_a_batch_as_they_score_each_sample(pool):
         single = [must.score(q[b], damage[b]) for b in range(4)]
     for k, name in enumerate(("logits", "routing", "router logits", "adaptations")):
         assert torch.allclose(batched[k], torch.stack([s[k] for s in single]), atol=1e-5), name
+
+
+def test_dense_loss_weights_the_damaged_cells():
+    from finetune.warmup import dense_loss
+
+    maps = torch.zeros(1, 1, 4, 4)
+    maps[..., 0, 0] = 0.6                                   # one damaged cell of 16
+    logits = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    even = dense_loss(logits, maps)
+    assert torch.isclose(even, torch.nn.functional.binary_cross_entropy_with_logits(logits, maps))
+    dense_loss(logits, maps, damaged_weight=10.0).backward()
+    g = logits.grad[0, 0]
+    # the damaged cell's gradient (sigmoid(0) - 0.6) is 10x its even-weight size; the others' are unchanged
+    assert torch.isclose(g[0, 0], torch.tensor(10 * (0.5 - 0.6) / 16)) and torch.isclose(g[1, 1], torch.tensor(0.5 / 16))
