@@ -16,7 +16,9 @@ rotations (the SFT stage does not: its explanations name sides).
 Losses: the soft-label loss of the heads (per-metric weights), the router's BCE against the
 failure boxes (`evidence_weight`: which tokens hold a metric's failure) and, with the pixel
 path's dense head, a BCE against dense damage maps (`dense_weight`, finetune.data.damage_maps:
-the failure's severity on the wire or vessels it damaged, on a 4 px grid).
+the failure's severity on the wire or vessels it damaged, on a 4 px grid; `dense_damaged_weight`
+weights the damaged cells against the background) and, optionally, a squared error of the
+expected score (`score_weight`).
 """
 
 from __future__ import annotations
