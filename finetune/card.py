@@ -65,7 +65,9 @@ def _stages(args, training_args) -> str:
     weights = getattr(args, "pixel_warmup_metric_weights", None)
     weights = f", metric weights {'/'.join(f'{w:g}' for w in weights)}" if weights and len(set(weights)) > 1 else ""
     dense = getattr(args, "pixel_warmup_dense_weight", 0.0)
-    dense = f", dense damage maps weight {dense:g}" if dense else ""
+    damaged = getattr(args, "pixel_warmup_dense_damaged_weight", 1.0)
+    dense = f", dense damage maps weight {dense:g}" + (f" (damaged cells x{damaged:g})" if damaged != 1 else "") \
+        if dense else ""
     score = getattr(args, "pixel_warmup_score_weight", 0.0)
     dense += f", score squared-error weight {score:g}" if score else ""
     pool = ", mass pooling in the metric branches" if getattr(args, "pool", "attention") == "attention+mass" else ""

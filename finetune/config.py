@@ -85,15 +85,15 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_dense_damaged_weight must be > 0")
         if self.pixel_warmup_score_weight < 0:
             raise ValueError("pixel_warmup_score_weight must be >= 0")
-        if self.pixel_pool not in ("max", "max+mean"):
-            raise ValueError(f"pixel_pool must be max or max+mean, got {self.pixel_pool!r}")
         if self.pixel_warmup_dense_weight < 0:
             raise ValueError("pixel_warmup_dense_weight must be >= 0")
         if self.pixel_warmup_dense_weight and not self.pixel_dense:
             raise ValueError("pixel_warmup_dense_weight needs pixel_dense: true (the head it trains)")
-        from casiqa.model.pixel import check_compare
+        from casiqa.model.pixel import POOLS, check_compare
 
         check_compare(self.pixel_compare, self.pixel_tophat)  # the pixel path's own check, at parse time
+        if self.pixel_pool not in POOLS:
+            raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
         if self.pool not in ("attention", "attention+mass"):
             raise ValueError(f"pool must be attention or attention+mass, got {self.pool!r}")
         if self.router not in ("soft", "topk"):

@@ -129,3 +129,9 @@ def test_recipe_fields_are_checked():
     for sizes in ([4], [3, 3], [0]):
         with pytest.raises(ValueError, match="distinct, odd"):
             CasIqaArguments(pixel_tophat=5, pixel_compare=sizes)
+    with pytest.raises(ValueError, match="pixel_pool must be one of max, max"):
+        CasIqaArguments(pixel_pool="mean")
+    with pytest.raises(ValueError, match="dense_damaged_weight must be > 0"):
+        CasIqaArguments(pixel_warmup_dense_damaged_weight=0.0)
+    with pytest.raises(ValueError, match="score_weight must be >= 0"):
+        CasIqaArguments(pixel_warmup_score_weight=-1.0)

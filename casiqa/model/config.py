@@ -39,8 +39,10 @@ class MustSettings:
             raise ValueError(f"pool must be 'attention' or 'attention+mass', got {self.pool!r}")
         if self.temperature <= 0 or self.top_k < 1 or self.hidden < 1:
             raise ValueError("temperature must be > 0, top_k and hidden >= 1")
-        if self.pixel_pool not in ("max", "max+mean"):
-            raise ValueError(f"pixel_pool must be 'max' or 'max+mean', got {self.pixel_pool!r}")
+        from casiqa.model.pixel import POOLS
+
+        if self.pixel_pool not in POOLS:
+            raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 
