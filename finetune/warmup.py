@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from casiqa.data.rows import grey_image
 from casiqa.imaging import to_rgb
 from casiqa.metrics import METRICS
-from casiqa.model.levels import evidence_loss, expected_score, soft_label_loss, soft_levels
+from casiqa.model.levels import evidence_loss, expected_score, metric_mean, soft_label_loss, soft_levels
 from casiqa.model.pixel import ROLES, UNIT, align, images_from_patches
 from casiqa.stats import agreement
 from finetune.data import box_map, damage_maps, failure_list
@@ -115,11 +115,7 @@ def score_loss(logits: torch.Tensor, mos: torch.Tensor, metric_weights: torch.Te
     """Squared error of the expected score (levels' values 1..5) against the MOS [B, M], averaged
     with the per-metric weights normalised to mean 1: what the soft-label loss does not say
     directly is how far off the score is, and SRCC ranks by that score."""
-    per = (expected_score(logits) - mos.to(torch.float32)) ** 2
-    if metric_weights is None:
-        return per.mean()
-    w = metric_weights.to(per.device)
-    return (per * (w / w.mean())).mean()
+    return metric_mean((expected_score(logits) - mos.to(torch.float32)) ** 2, metric_weights)
 
 
 def dense_loss(logits: torch.Tensor, maps: torch.Tensor, damaged_weight: float = 1.0) -> torch.Tensor:

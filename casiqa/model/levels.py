@@ -61,6 +61,12 @@ def soft_label_loss(logits: torch.Tensor, target: torch.Tensor, metric_weights: 
     """Cross-entropy of predicted level logits [B, M, L] against soft targets [B, M, L], mean.
     `metric_weights` [M] reweights the metrics (normalised to mean 1, so the loss scale stays)."""
     per = -(target * logits.float().log_softmax(-1)).sum(-1)     # [B, M]
+    return metric_mean(per, metric_weights)
+
+
+def metric_mean(per: torch.Tensor, metric_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of a per-sample, per-metric loss [B, M], the metrics weighted by `metric_weights` [M]
+    normalised to mean 1 (so the loss keeps its scale)."""
     if metric_weights is None:
         return per.mean()
     w = metric_weights.to(per.device, per.dtype)
