@@ -11,10 +11,11 @@ cache (the training and validation rows as the processor makes them, with their 
 and damage maps) in FILE and reuses it while the settings that shaped it are the same (it does
 not depend on the stem's width or the warm-up's own settings, so probes of those share one).
 Prints each epoch's loss, validation SRCC per metric and seconds (validation included);
---json_out writes them with the settings and the device. A GPU gains little here as the loop
-stands: on an H200, seven probes sharing its host's 16 cores took 45-52 s per epoch each, about
-what one run takes on 2 CPU cores (not profiled; the metric heads run per sample and each batch
-is built on the host).
+--json_out writes them with the settings and the device. On an H200, with the metric heads
+still run per sample, seven probes sharing its host's 16 cores took 45-52 s per epoch each,
+about what one run takes on 2 CPU cores (not profiled); the heads are now batched (~50 s per
+epoch on 2 CPU cores, was ~58), each batch is still built on the host, and the GPU has not been
+measured since.
 """
 
 from __future__ import annotations
