@@ -11,6 +11,7 @@ intervals, level accuracy, schema-valid rate, latency) and report.md with plots.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -110,10 +111,13 @@ def evaluate_model(assessor, rows, cfg: EvalConfig, out: Path) -> dict[str, dict
 
 
 def weights_fingerprint(model_dir: str) -> str:
-    """Which weights a model directory holds now (file names, sizes, modification times): a
-    retrained model in the same directory gets another fingerprint. Cheap for any model size."""
+    """Which model a directory holds now: its weights (file names, sizes, modification times: a
+    retrained model in the same directory gets another fingerprint, cheap for any model size) and
+    a hash of its config.json (a setting that changes the scores, e.g. dihedral_scores, does too)."""
     files = sorted(Path(model_dir).glob("*.safetensors"))
-    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files) or "no weights"
+    weights = ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files) or "no weights"
+    config = Path(model_dir) / "config.json"
+    return weights + (f";config:{hashlib.sha256(config.read_bytes()).hexdigest()[:16]}" if config.is_file() else "")
 
 
 def check_run_identity(out: Path, identity: dict) -> None:

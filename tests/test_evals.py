@@ -169,3 +169,15 @@ def test_a_bad_ablation_is_refused_before_the_run(tmp_path):
     with pytest.raises(SystemExit, match="expected name=model_dir"):
         main(["--data", str(tmp_path), "--out", str(tmp_path / "o"), "--ablations", f"x={tmp_path / 'missing'}"])
     assert not (tmp_path / "o").exists()  # nothing was started
+
+
+def test_a_model_with_another_config_is_another_model(tmp_path):
+    """A setting that changes the scores without touching the weights (dihedral_scores) must not let
+    a run resume, nor cached ablation scores be reused."""
+    from evals.run import weights_fingerprint
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+    (tmp_path / "config.json").write_text('{"must": {"dihedral_scores": false}}')
+    before = weights_fingerprint(str(tmp_path))
+    (tmp_path / "config.json").write_text('{"must": {"dihedral_scores": true}}')
+    assert weights_fingerprint(str(tmp_path)) != before
