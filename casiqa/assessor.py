@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -146,7 +147,9 @@ class Assessor:
         kwargs = {"max_new_tokens": max_new_tokens(), "do_sample": temperature > 0}
         if temperature > 0:
             kwargs["temperature"] = temperature
-        with torch.no_grad():
+        must = getattr(self.model.model, "must", None)
+        # the heads were read already: generating needs the tokens of the image as given, not the views
+        with torch.no_grad(), must.one_view() if must is not None else nullcontext():
             raw = generator.batch(prompts, **kwargs)
         model = generation_model(levels)
         return [model.model_validate_json(r).model_dump() for r in raw]

@@ -98,6 +98,9 @@ def write_card(out: Path, args, training_args, model_args, results: dict, comman
     recipe = f"`{command}`" if command else "see results.json"
     size = f", {n_params / 1e6:.1f} M parameters" if n_params else ""
     wall = f"\n- Wall time of the command: {wall_s / 60:.1f} min (measured by the run itself)." if wall_s else ""
+    views = ("\n- Scoring: the heads' level probabilities averaged over the eight flips and rotations of the pixel "
+             "path's input (`dihedral_scores`): a score does not change with the image's orientation."
+             if getattr(args, "dihedral_scores", False) else "")
     text = f"""---
 library_name: transformers
 tags: [cas-iqa, angiography, image-quality-assessment, qwen2_5_vl]
@@ -112,7 +115,7 @@ auxiliary images {'used' if args.use_aux else 'not used'}, {args.image_size} px{
 - Data: `{args.data}` (CAS-Sim phantom or an annotated folder), train split; validation for model selection.
 - Command: {recipe}; seed {training_args.seed}.
 - Training: {_stages(args, training_args)}
-- Code: commit {commit or code_version()}.{wall}
+- Code: commit {commit or code_version()}.{wall}{views}
 
 ## Test split ({test.get('n', 0)} cases never seen in training), heads' expected scores vs MOS
 

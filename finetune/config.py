@@ -24,6 +24,9 @@ class CasIqaArguments:
                 "28 px window holds a response: gap length, share of a branch gone)"})
     pixel_dense: bool = field(default=False, metadata={
         "help": "a 1x1 head on the stem's H/4 features, trained in the warm-up on dense damage maps"})
+    dihedral_scores: bool = field(default=False, metadata={
+        "help": "at inference, average the heads' level probabilities over the pixel path's eight flips and "
+                "rotations: scores that do not change with the image's orientation (8x the pixel path's cost)"})
     pool: str = field(default="attention", metadata={
         "help": "metric branches' pooling: attention, or attention+mass (adds the routed mean: how much is damaged)"})
     router: str = "soft"

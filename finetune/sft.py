@@ -30,7 +30,7 @@ def build_model(args, model_args, training_args):
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
                         pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat, pixel_dense=args.pixel_dense,
                         pixel_compare=list(args.pixel_compare), pixel_width=args.pixel_width,
-                        pixel_pool=args.pixel_pool, pool=args.pool)
+                        pixel_pool=args.pixel_pool, dihedral_scores=args.dihedral_scores, pool=args.pool)
     name = model_args.model_name_or_path or "tiny"
     if name == "tiny":
         spec = TinySpec(hidden=args.tiny_hidden, layers=args.tiny_layers, vision_depth=args.tiny_vision_depth,

@@ -35,7 +35,7 @@ from casiqa.data.rows import grey_image
 from casiqa.imaging import to_rgb
 from casiqa.metrics import METRICS
 from casiqa.model.levels import evidence_loss, expected_score, metric_mean, soft_label_loss, soft_levels
-from casiqa.model.pixel import ROLES, UNIT, align, images_from_patches
+from casiqa.model.pixel import ROLES, UNIT, align, dihedral, images_from_patches
 from casiqa.stats import agreement
 from finetune.data import box_map, damage_maps, failure_list
 
@@ -155,11 +155,6 @@ def _channels(must, data: PixelRows, idx: list[int], drop: float, rng: random.Ra
     return x.to(p.device, p.dtype)
 
 
-def _dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
-    x = torch.rot90(x, k, (-2, -1))
-    return x.flip(-1) if flip else x
-
-
 def predict(must, data: PixelRows, batch_size: int = 64) -> np.ndarray:
     """Expected scores [N, M] of the pixel path with every auxiliary image given."""
     was = must.training
@@ -209,7 +204,7 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             boxes = [train.boxes[i] for i in idx]
             k, flip = rng.randrange(4), rng.random() < 0.5
             if cfg.augment:
-                x = _dihedral(x, k, flip)
+                x = dihedral(x, k, flip)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 if dense:
                     logits, route, fine = must.score_pixels(x, dense=True)
@@ -222,11 +217,11 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             maps = [train.damage[i] for i in idx] if dense else []
             if dense and all(m is not None for m in maps):
                 maps = torch.stack(maps).to(device, torch.float32)
-                maps = _dihedral(maps, k, flip) if cfg.augment else maps
+                maps = dihedral(maps, k, flip) if cfg.augment else maps
                 loss = loss + cfg.dense_weight * dense_loss(fine, maps, cfg.dense_damaged_weight)
             if cfg.evidence_weight and all(b is not None for b in boxes):
                 maps = torch.stack(boxes).to(device)
-                maps = _dihedral(maps, k, flip) if cfg.augment else maps
+                maps = dihedral(maps, k, flip) if cfg.augment else maps
                 h, w = maps.shape[-2:]
                 ev = evidence_loss([r.reshape(h, w, -1) for r in route], maps)
                 loss = loss + cfg.evidence_weight * ev

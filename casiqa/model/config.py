@@ -24,6 +24,7 @@ class MustSettings:
     dense_to_heads: bool = True              # with pixel_dense: each map's mean and max join its metric's head
     pixel_pool: str = "max"                  # onto the token grid: "max", or "max+mean" (also how much of a window)
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)
+    dihedral_scores: bool = False            # inference: heads averaged over the pixel path's 8 flips and rotations
     cross_attention: bool = True             # target tokens also attend to all aux tokens
     heads: int = 4                           # attention heads of that cross-attention
     router: Literal["soft", "topk"] = "soft"

@@ -16,18 +16,26 @@ For each sample (one target image, zero to two auxiliary images, aligned to it):
 The LM receives, at the same positions, the target tokens plus their routed branch adaptations, and
 the depth-fused auxiliary tokens: the visual token count never changes. Every residual branch
 starts at zero, so an untrained MUST passes the encoder's tokens through unchanged.
+
+With `dihedral_scores`, inference scores each sample eight times, once per flip and rotation of
+the pixel path's input (its tokens turned back onto the image's grid), and averages the heads'
+level probabilities: a score that does not change when the image is flipped or rotated (exactly
+so while the encoder's gate is closed; an open gate adds the encoder's tokens of the image as
+given to every view). Routing and the LM's tokens come from the image as given.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from casiqa.model.config import MustSettings
-from casiqa.model.pixel import PixelPath, align
+from casiqa.model.pixel import DIHEDRAL, UNIT, PixelPath, align, dihedral, undo_dihedral
 
 
 def zero_linear(d_in: int, d_out: int) -> nn.Linear:
@@ -207,11 +215,26 @@ class Must(nn.Module):
             # tokens through a gate that starts closed (a pixel-path warm-up leaves the heads as trained)
             q = x if pixel_tokens is None else pixel_tokens[b] + torch.tanh(self.vit_gate) * x
             level_logits, route, raw, deltas = self.score(q, None if damage is None else damage[b])
+            if q.dim() == 3:  # views [V, N, D]: their mean level probabilities; routing from the image as given
+                level_logits = view_mean(level_logits)
+                route, raw, deltas = route[0], raw[0], deltas[0]
             tokens[t] = x + (route[:, :, None] * deltas).sum(dim=1)   # routed metric-aware tokens
             logits.append(level_logits)
             routing.append(route.reshape(*grids[t], -1))
             raw_logits.append(raw.reshape(*grids[t], -1))
         return MustResult(tokens, torch.stack(logits), routing, raw_logits)
+
+    @contextmanager
+    def one_view(self):
+        """Within: the image as given only, whatever `dihedral_scores` says. For passes that do not
+        read the level logits (generating the answer): the views change nothing else, so they would
+        cost eight pixel-path passes for nothing."""
+        saved = self.settings
+        self.settings = replace(saved, dihedral_scores=False)
+        try:
+            yield self
+        finally:
+            self.settings = saved
 
     @property
     def feeds_damage(self) -> bool:
@@ -244,7 +267,9 @@ class Must(nn.Module):
     def _pixel_tokens(self, pixels: list[torch.Tensor] | None, roles: list[str], samples: list[int],
                       targets: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """Per sample [N, D] pixel-path features of its target grid, and (when the damage maps feed
-        the heads) its damage summary [M, 2]; targets of one size share a batch."""
+        the heads) its damage summary [M, 2]; targets of one size share a batch. With
+        `dihedral_scores` at inference, per sample [V, N, D] and [V, M, 2]: one per view (DIHEDRAL),
+        the tokens in the given image's order."""
         if pixels is None:
             raise ValueError("MUST's pixel path needs the images' pixels")
         stacks = []
@@ -254,19 +279,46 @@ class Must(nn.Module):
             stacks.append(self.pixels.channels(pixels[t], aux))
         out: list[torch.Tensor | None] = [None] * len(targets)
         damage: list[torch.Tensor | None] | None = [None] * len(targets) if self.feeds_damage else None
+        views = self.settings.dihedral_scores and not self.training
         for size in dict.fromkeys(tuple(x.shape) for x in stacks):  # first-seen order: deterministic batches
             idx = [b for b, x in enumerate(stacks) if tuple(x.shape) == size]
             batch = torch.stack([stacks[b] for b in idx])
-            if damage is not None:
-                feats, fine = self.pixels(batch, dense=True)
-                summary = damage_summary(fine).to(feats.dtype)
-            else:
-                feats = self.pixels(batch)
+            feats, summary = self._pixel_views(batch) if views else self._pixel_batch(batch)
             for j, b in enumerate(idx):
                 out[b] = feats[j]
                 if damage is not None:
                     damage[b] = summary[j]
         return out, damage
+
+    def _pixel_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Planes [B, C, H, W] -> pixel tokens [B, N, D] and, when the damage maps feed the heads,
+        their summary [B, M, 2] (else None)."""
+        if not self.feeds_damage:
+            return self.pixels(batch), None
+        feats, fine = self.pixels(batch, dense=True)
+        return feats, damage_summary(fine).to(feats.dtype)
+
+    def _pixel_views(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`_pixel_batch` of every view of the batch (DIHEDRAL) -> [B, V, N, D] tokens in the given
+        image's order and [B, V, M, 2]. Views of one shape (all eight for a square image, else the
+        even and the odd quarter turns) run as one batch."""
+        n = batch.shape[0]
+        feats: list = [None] * len(DIHEDRAL)
+        summary: list = [None] * len(DIHEDRAL)
+        shape = {v: tuple(dihedral(batch[:1, :1], *kf).shape[-2:]) for v, kf in enumerate(DIHEDRAL)}
+        for hw in dict.fromkeys(shape.values()):
+            group = [v for v in shape if shape[v] == hw]
+            f, d = self._pixel_batch(torch.cat([dihedral(batch, *DIHEDRAL[v]) for v in group]))
+            for j, v in enumerate(group):
+                feats[v] = undo_dihedral(f[j * n:(j + 1) * n], (hw[0] // UNIT, hw[1] // UNIT), *DIHEDRAL[v])
+                summary[v] = None if d is None else d[j * n:(j + 1) * n]
+        return torch.stack(feats, dim=1), None if summary[0] is None else torch.stack(summary, dim=1)
+
+
+def view_mean(logits: torch.Tensor) -> torch.Tensor:
+    """Level logits of views [V, ..., L] -> the log of their mean level probabilities [..., L] (logits
+    of the averaged distribution)."""
+    return torch.logsumexp(logits.float().log_softmax(dim=-1), dim=0).to(logits.dtype) - math.log(logits.shape[0])
 
 
 def _targets(roles: list[str], samples: list[int], batch_size: int) -> list[int]:

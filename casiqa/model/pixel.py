@@ -125,6 +125,27 @@ def images_from_patches(pixel_values: torch.Tensor, grid_thw: torch.Tensor, patc
     return out
 
 
+# The eight flips and rotations of a square (the dihedral group D4) as (quarter turns, then a left-right
+# flip); the first is the image as given. A score averaged over all eight is the same for an image
+# and any of them, since they are the same set of eight.
+DIHEDRAL = tuple((k, flip) for k in range(4) for flip in (False, True))
+
+
+def dihedral(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """[..., H, W] turned k quarter turns, then flipped left-right when `flip`."""
+    x = torch.rot90(x, k, (-2, -1))
+    return x.flip(-1) if flip else x
+
+
+def undo_dihedral(tokens: torch.Tensor, grid: tuple[int, int], k: int, flip: bool) -> torch.Tensor:
+    """Tokens [..., N, D] of a view (`dihedral(image, k, flip)`, its token grid `grid` = (h, w)) back
+    in the given image's token order. Exact, since a merged token is a whole 28 px cell of both."""
+    g = tokens.reshape(*tokens.shape[:-2], *grid, tokens.shape[-1])       # [..., h, w, D]
+    g = g.flip(-2) if flip else g
+    g = torch.rot90(g, -k, (-3, -2))
+    return g.reshape(tokens.shape)
+
+
 def _norm(kind: str, c: int) -> nn.Module:
     return nn.BatchNorm2d(c) if kind == "batch" else nn.GroupNorm(8, c)
 
