@@ -11,7 +11,10 @@ Ladders (severity 0, .25, .5, .75, 1), per real image with its vessel mask:
   (the proximal end) are inpainted away: the distal share removed grows with severity.
 - artifact_interference: the phantom's grid, streak, blotch and noise-burst artefacts at that severity.
 Reports per metric the Spearman correlation between severity and score (pooled over images and
-per image), and how much the other two metrics move between severity 0 and 1.
+per image), and how much the other two metrics move between severity 0 and 1. Orientation: each
+ladder's middle rung scored in the eight flips and rotations of its images (target, live and
+reference turned together); per metric, how far the score spreads over them and how often the
+level changes. A reader rotating a frame should not get another verdict.
 """
 
 from __future__ import annotations
@@ -137,6 +140,33 @@ def _artefact(image: np.ndarray, kind: str, severity: float, seed: int) -> np.nd
     return np.clip(view.display, 0, 1)
 
 
+def orientations(inp: AssessInput) -> list[AssessInput]:
+    """The input in the eight flips and rotations (k quarter turns, then a left-right flip), its
+    images turned together; the first is the input as given."""
+    def turn(image, k, flip):
+        if image is None:
+            return None
+        out = np.rot90(image, k)
+        return np.ascontiguousarray(np.fliplr(out) if flip else out)
+
+    return [AssessInput(turn(inp.target, k, f), live=turn(inp.live, k, f), reference=turn(inp.reference, k, f),
+                        name=f"{inp.name} turn {k} flip {int(f)}") for k in range(4) for f in (False, True)]
+
+
+def orientation_spread(scores: np.ndarray) -> dict:
+    """scores [cases, 8 orientations, metrics] -> per metric the score's spread (max - min over the
+    orientations: median, 90th percentile, largest) and the share of cases whose level changes."""
+    from casiqa.metrics import level_of
+
+    spread = scores.max(axis=1) - scores.min(axis=1)
+    levels = np.vectorize(level_of)(scores)
+    changed = (levels != levels[:, :1]).any(axis=1)
+    return {m: {"median_spread": round(float(np.median(spread[:, j])), 4),
+                "p90_spread": round(float(np.percentile(spread[:, j], 90)), 4),
+                "max_spread": round(float(spread[:, j].max()), 4),
+                "level_changes": round(float(changed[:, j].mean()), 4)} for j, m in enumerate(METRICS)}
+
+
 def summarise(scores: dict[str, np.ndarray]) -> dict:
     """scores[ladder] [images, severities, metrics] -> per-ladder statistics."""
     out = {}
@@ -161,13 +191,16 @@ def main(argv: list[str] | None = None) -> int:
     real = load_real(Path(cfg.real))[: cfg.max_images or None]
     assessor = Assessor.load(cfg.model or str(DEFAULT_MODEL))
     scores = {m: [] for m in METRICS}
+    turned = []                                       # [cases, 8, M]: each ladder's middle rung, turned
     for k, (_, image, mask) in enumerate(tqdm(real, desc="real images")):
         for metric, inputs in ladders(image, mask, k).items():
             heads = assessor.heads(inputs)
             scores[metric].append([[h.score[m] for m in METRICS] for h in heads])
+            heads = assessor.heads(orientations(inputs[len(inputs) // 2]))
+            turned.append([[h.score[m] for m in METRICS] for h in heads])
     arrays = {m: np.array(v) for m, v in scores.items()}
     result = {"model": cfg.model or str(DEFAULT_MODEL), "images": len(real), "severities": SEVERITIES,
-              "ladders": summarise(arrays)}
+              "ladders": summarise(arrays), "orientation": orientation_spread(np.array(turned))}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sanity.json").write_text(json.dumps(result, indent=2))
@@ -176,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for m, r in result["ladders"].items():
         print(f"| {m} | {r['pooled_srcc']:.3f} | {r['median_image_srcc']} | {r['own_drop']:.3f} | {r['others_abs_change']} |")
+    print("\n| metric | score spread over 8 orientations: median / p90 / max | level changes |\n|---|---|---|")
+    for m, r in result["orientation"].items():
+        print(f"| {m} | {r['median_spread']:.3f} / {r['p90_spread']:.3f} / {r['max_spread']:.3f} | "
+              f"{100 * r['level_changes']:.0f} % |")
     return 0
 
 

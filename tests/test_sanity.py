@@ -4,7 +4,8 @@ import json
 
 import numpy as np
 
-from evals.sanity import SEVERITIES, geodesic_from_widest, inpaint, ladders
+from casiqa.inputs import AssessInput
+from evals.sanity import SEVERITIES, geodesic_from_widest, inpaint, ladders, orientation_spread, orientations
 
 
 def _vessel():
@@ -40,3 +41,21 @@ def test_sanity_command(tmp_path, tiny_dir, real_dir):
     result = json.loads((tmp_path / "sanity.json").read_text())
     assert result["images"] == 2 and set(result["ladders"]) == {"guidewire_visibility", "branch_discernibility",
                                                                 "artifact_interference"}
+    assert set(result["orientation"]) == set(result["ladders"])
+
+
+def test_orientations_turn_every_image_together_and_spread_is_measured():
+    image, mask = _vessel()
+    image[0, :5] = 0.0                         # a mark that shows where the corner went
+    turned = orientations(AssessInput(image, live=mask.astype(float), reference=None))
+    assert len(turned) == 8 and np.array_equal(turned[0].target, image) and turned[0].reference is None
+    corners = {(int(t.target[:5, :5].min() == 0), int(t.target[:5, -5:].min() == 0), int(t.target[-5:, :5].min() == 0))
+               for t in turned}
+    assert len({t.target.tobytes() for t in turned}) == 8 and len(corners) == 4      # 8 views, the mark in 4 corners
+    for t in turned:                           # live turned with its target: the vessel lies where it does
+        assert np.array_equal(t.live > 0, t.target == 0.35)
+    scores = np.full((2, 8, 3), 4.0)
+    scores[1, 3, 0] = 2.4                      # one case's guidewire score moves in one orientation
+    spread = orientation_spread(scores)
+    assert spread["guidewire_visibility"]["max_spread"] == 1.6 and spread["guidewire_visibility"]["level_changes"] == 0.5
+    assert spread["branch_discernibility"]["max_spread"] == 0.0 and spread["branch_discernibility"]["level_changes"] == 0.0
