@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import random
 
+import numpy as np
 import torch
 
 from casiqa.data.rows import DatasetFieldError, failure_list, grey_image, load_rows  # noqa: F401  (re-exported)
@@ -47,17 +48,20 @@ def box_map(failures: list[dict] | None, grid: tuple[int, int]) -> torch.Tensor 
     return out
 
 
-# What a failure of each metric damages, for the dense maps: the devices, the vessel tree, or
-# (artefacts, and any metric whose mask a row lacks) the whole failure box.
-DAMAGED_STRUCTURE = {"guidewire_visibility": "device_mask", "branch_discernibility": "vessel_mask"}
+# What a failure of each metric damages, for the dense maps: the devices (and any wire drawn where
+# there is none: a displaced or ghost wire), the vessel tree, or (artefacts, and any metric whose
+# masks a row lacks) the whole failure box. A metric's masks that a row has are joined.
+DAMAGED_STRUCTURE = {"guidewire_visibility": ("device_mask", "extra_wire_mask"),
+                     "branch_discernibility": ("vessel_mask",)}
 
 
 def damage_maps(row: dict, grid: tuple[int, int], dilate: int = 1,
                 target_shape: tuple[int, int] | None = None) -> torch.Tensor | None:
     """[M, h, w] dense damage targets on a fine grid (the pixel path's H/4 cells): inside a
-    failure's box, on the structure that failure damages (the row's device or vessel mask, max-
-    pooled onto the grid and dilated by `dilate` cells: a displaced wire or a blurred vessel lies
-    next to the true one), the failure's severity; 0 elsewhere; the maximum where failures
+    failure's box, on the structure that failure damages (DAMAGED_STRUCTURE: the row's device mask
+    joined by its extra-wire mask, or its vessel mask; max-pooled onto the grid and dilated by
+    `dilate` cells: a blurred wire or vessel spreads beside the true one), the failure's severity,
+    so a displaced or ghost wire is marked where it was drawn; 0 elsewhere; the maximum where failures
     overlap. None for a row without failure records. A mask of another size than the target (its
     [H, W] as `target_shape`, read from the row when not given) is refused: it would mark the
     wrong pixels."""
@@ -66,18 +70,22 @@ def damage_maps(row: dict, grid: tuple[int, int], dilate: int = 1,
         return None
     h, w = grid
     structure = {}
-    masks = {metric: grey_image(row.get(key)) for metric, key in DAMAGED_STRUCTURE.items()}
-    if target_shape is None and any(m is not None for m in masks.values()):
+    masks = {key: grey_image(row.get(key)) for keys in DAMAGED_STRUCTURE.values() for key in keys}
+    masks = {key: m for key, m in masks.items() if m is not None}
+    if target_shape is None and masks:
         target = grey_image(row.get("synthetic"))
         target_shape = None if target is None else target.shape
-    for metric, mask in masks.items():
-        if mask is None:
-            continue
+    for key, mask in masks.items():
         if target_shape is not None and tuple(mask.shape) != tuple(target_shape):
-            raise DatasetFieldError(f"row {row.get('id', '?')}: {DAMAGED_STRUCTURE[metric]} is {mask.shape[1]}x"
+            raise DatasetFieldError(f"row {row.get('id', '?')}: {key} is {mask.shape[1]}x"
                                     f"{mask.shape[0]} px, the target {target_shape[1]}x{target_shape[0]} px; "
                                     "masks must match the target")
-        m = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(mask > 0.0).float()[None], (h, w))
+    for metric, keys in DAMAGED_STRUCTURE.items():
+        present = [masks[k] > 0.0 for k in keys if k in masks]
+        if not present:
+            continue
+        joined = np.logical_or.reduce(present)
+        m = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(joined).float()[None], (h, w))
         if dilate:
             m = torch.nn.functional.max_pool2d(m[None], 2 * dilate + 1, stride=1, padding=dilate)[0]
         structure[metric] = m[0]

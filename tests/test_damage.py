@@ -43,6 +43,18 @@ def test_damage_lies_on_the_damaged_structure_inside_the_box():
     assert wide[0, :8, 9:12].eq(0.6).all() and wide[0, :8, 8].eq(0).all()             # dilated by one cell
 
 
+def test_a_wire_drawn_where_there_is_none_is_damaged_structure_too():
+    row = _row([_failure("guidewire_visibility", [0.0, 0.0, 1.0, 1.0], 0.7)])
+    extra = np.zeros((64, 64), np.uint8)
+    extra[:, 52] = 255                                   # the displaced copy, 12 px beside the true wire
+    row["extra_wire_mask"] = Image.fromarray(extra)
+    g = damage_maps(row, (16, 16), dilate=0)[0]
+    assert g[:, 10].eq(0.7).all() and g[:, 13].eq(0.7).all() and g[:, 11:13].eq(0).all()
+    row["extra_wire_mask"] = Image.fromarray(np.zeros((32, 32), np.uint8))
+    with pytest.raises(DatasetFieldError, match="extra_wire_mask is 32x32 px"):
+        damage_maps(row, (16, 16))
+
+
 def test_overlapping_failures_keep_the_worst_and_rows_without_records_give_none():
     row = _row([_failure("artifact_interference", [0, 0, 1, 1], 0.2), _failure("artifact_interference", [0, 0, 0.5, 0.5], 0.9)])
     a = damage_maps(row, (8, 8))[2]

@@ -87,3 +87,29 @@ def test_facts_name_the_failure(scenes):
     assert facts["branch_discernibility"] == [f"{scene.tree.branches[f.params['order'][0]].name} missing"]
     assert facts["artifact_interference"] == ["no artefacts"]
     assert "guidewire" in facts["guidewire_visibility"][0]
+
+
+@pytest.mark.parametrize("kind", sorted(OFFSET_KINDS))
+def test_a_moved_wire_is_masked_and_boxed_where_it_was_drawn(kind, scenes):
+    """A displaced or ghost wire: the extra-wire mask lies where the rendered wire moved (off the
+    true wire, farther the more severe) and the failure's box holds it; other kinds add none."""
+    from scipy import ndimage
+
+    from casiqa.phantom.failures import extra_wire_mask, render
+
+    scene = scenes[0]
+    away = ndimage.distance_transform_edt(scene.device_labels() != 2)
+    distances = []
+    for s in (0.3, 1.0):
+        f = KINDS[kind].sample(np.random.default_rng(3), scene, s)
+        mask = extra_wire_mask(render(scene, np.random.default_rng(5), CFG, contrast=True, wire=True, failures=[f]), scene)
+        assert mask.sum() > 20 and not (mask & (scene.device_labels() == 2)).any()
+        ys, xs = np.nonzero(mask)
+        x0, y0, x1, y1 = (np.array(f.bbox) * scene.size).tolist()
+        inside = (xs >= x0 - 1) & (xs <= x1 + 1) & (ys >= y0 - 1) & (ys <= y1 + 1)
+        assert inside.mean() > 0.99, f"{kind}: {1 - inside.mean():.1%} of the drawn wire outside its box"
+        distances.append(float(np.median(away[mask])))
+    assert distances[0] < distances[1], distances
+    fade = KINDS["wire_fade"].sample(np.random.default_rng(3), scene, 1.0)
+    assert not extra_wire_mask(render(scene, np.random.default_rng(5), CFG, contrast=True, wire=True,
+                                      failures=[fade]), scene).any()

@@ -15,7 +15,8 @@ CAS-3K-like data in it. One JSON object per line:
       },
       "split": "train",                        optional: train | validation | test
       "facts": {"branch_discernibility": ["second diagonal missing"]},   optional
-      "vessel_mask": "...", "device_mask": "...", "failures": [...], "meta": {...}   optional
+      "vessel_mask": "...", "device_mask": "...", "extra_wire_mask": "...",         optional
+      "failures": [...], "meta": {...}                                              optional
     }
 
 MOS is on the 1..5 scale, higher is better for every metric (artifact_interference 5 = no
@@ -30,7 +31,7 @@ from pathlib import Path
 from casiqa.metrics import LEVELS, METRICS, SCORE_MAX, SCORE_MIN, level_of
 
 ANNOTATIONS = "annotations.jsonl"
-IMAGE_FIELDS = ("synthetic", "live", "reference", "vessel_mask", "device_mask")
+IMAGE_FIELDS = ("synthetic", "live", "reference", "vessel_mask", "device_mask", "extra_wire_mask")
 SPLITS = ("train", "validation", "test")
 
 

@@ -22,7 +22,7 @@ from casiqa.data.folder import SPLITS, FolderWriter
 from casiqa.phantom.case import anatomy_cases
 from casiqa.phantom.config import PhantomConfig
 
-IMAGE_KEYS = ("synthetic", "live", "reference", "vessel_mask", "device_mask")
+IMAGE_KEYS = ("synthetic", "live", "reference", "vessel_mask", "device_mask", "extra_wire_mask")
 SHARED_KEYS = ("live", "reference", "vessel_mask", "device_mask")  # one file per anatomy
 
 
@@ -69,7 +69,8 @@ def _encode_anatomy(job: tuple[int, int, PhantomConfig, int]) -> list[tuple[dict
     shared = {k: (f"s{seed}-a{anatomy:05d}_{k}.png", png_bytes(cases[0].images[k])) for k in SHARED_KEYS}
     for case in cases:
         images = dict(shared)
-        images["synthetic"] = (f"{case.id}_synthetic.png", png_bytes(case.images["synthetic"]))
+        for k in ("synthetic", "extra_wire_mask"):  # per case
+            images[k] = (f"{case.id}_{k}.png", png_bytes(case.images[k]))
         out.append((case.annotation(), images))
     return out
 

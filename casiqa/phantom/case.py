@@ -13,7 +13,7 @@ import numpy as np
 from casiqa.metrics import METRICS
 from casiqa.phantom.config import PhantomConfig
 from casiqa.phantom.facts import explanation_facts
-from casiqa.phantom.failures import Failure, render_view, sample_failures
+from casiqa.phantom.failures import Failure, extra_wire_mask, render, render_view, sample_failures
 from casiqa.phantom.render import Scene, make_scene, quantize
 from casiqa.phantom.scoring import Opinion, ground_truth
 
@@ -23,7 +23,7 @@ class Case:
     id: str
     anatomy: int
     variant: int
-    images: dict[str, np.ndarray]     # live, reference, synthetic (grey), vessel_mask, device_mask (uint8)
+    images: dict[str, np.ndarray]     # live, reference, synthetic (grey), vessel_mask, device_mask, extra_wire_mask (uint8)
     failures: list[Failure]
     scores: dict[str, Opinion]
     facts: dict[str, list[str]]
@@ -70,9 +70,11 @@ def anatomy_cases(seed: int, anatomy: int, cfg: PhantomConfig) -> list[Case]:
     for v, rng in enumerate(streams[2:]):
         failure_rng, noise_rng, panel_rng = rng.spawn(3)
         failures = sample_failures(failure_rng, scene, cfg)
-        synthetic = render_view(scene, noise_rng, cfg, contrast=True, wire=True, failures=failures)
-        images = {"live": live, "reference": reference, "synthetic": quantize(synthetic, cfg.bit_depth),
-                  "vessel_mask": vessel_mask, "device_mask": device_mask}
+        view = render(scene, noise_rng, cfg, contrast=True, wire=True, failures=failures)
+        images = {"live": live, "reference": reference, "synthetic": quantize(view.display, cfg.bit_depth),
+                  "vessel_mask": vessel_mask, "device_mask": device_mask,
+                  # a wire drawn where there is none (displaced, ghost): what a guidewire failure added
+                  "extra_wire_mask": extra_wire_mask(view, scene).astype(np.uint8) * 255}
         cases.append(Case(case_id(seed, anatomy, v), anatomy, v, images, failures,
                           ground_truth(failures, panel_rng, cfg), explanation_facts(failures, scene), meta))
     return cases

@@ -8,9 +8,11 @@ from casiqa.metrics import METRICS
 from casiqa.phantom.config import PhantomConfig
 from casiqa.phantom.failures import artifacts, branches, guidewire  # noqa: F401  (registers the kinds)
 from casiqa.phantom.failures.base import KINDS, STAGES, Failure, FailureKind, View
+from casiqa.phantom.raster import mask_of
 from casiqa.phantom.render import Scene, attenuation, contrast_iodine, expose
 
-__all__ = ["KINDS", "Failure", "FailureKind", "kinds_of", "sample_failures", "render_view", "wire_base_weight"]
+__all__ = ["KINDS", "Failure", "FailureKind", "extra_wire_mask", "kinds_of", "render", "render_view", "sample_failures",
+           "wire_base_weight"]
 
 
 def kinds_of(metric: str) -> list[str]:
@@ -45,6 +47,18 @@ def render_view(scene: Scene, rng: np.random.Generator, cfg: PhantomConfig, *, c
                 failures: list[Failure] = ()) -> np.ndarray:
     """One displayed image [H, W] in [0, 1]: live (contrast=False), reference (wire=False) or
     synthetic (both, with failures applied stage by stage)."""
+    return render(scene, rng, cfg, contrast=contrast, wire=wire, failures=failures).display
+
+
+def extra_wire_mask(view: View, scene: Scene) -> np.ndarray:
+    """Boolean [H, W]: where a rendered view has a wire that is not the true one (a displaced or
+    ghost wire's lumen, away from the true wire's)."""
+    return mask_of([layer for layer, _ in view.extra_wires], scene.shape) & ~mask_of([scene.wire], scene.shape)
+
+
+def render(scene: Scene, rng: np.random.Generator, cfg: PhantomConfig, *, contrast: bool, wire: bool,
+           failures: list[Failure] = ()) -> View:
+    """`render_view`, returning the view: its display and what the failures drew."""
     view = View(
         vessel_weights=[np.full(layer.thickness.shape, 1.0 if contrast else 0.0) for layer in scene.vessels],
         wire_weight=wire_base_weight(scene) if wire else np.zeros(scene.wire.thickness.shape),
@@ -63,4 +77,5 @@ def render_view(scene: Scene, rng: np.random.Generator, cfg: PhantomConfig, *, c
     view.display = expose(scene, att, rng, cfg)
     for f in by_stage["display"]:
         KINDS[f.kind].apply(view, scene, f)
-    return np.clip(view.display, 0.0, 1.0).astype(np.float32)
+    view.display = np.clip(view.display, 0.0, 1.0).astype(np.float32)
+    return view

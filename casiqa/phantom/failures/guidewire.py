@@ -59,6 +59,15 @@ def _blur(view: View, scene: Scene, f: Failure) -> None:
     view.wire *= 1.0 - 0.4 * f.severity                  # generators also lose the wire's density
 
 
+# How far a displaced or ghost wire lies from the true one at full offset, px at 512 px.
+OFFSET_PX = {"wire_displacement": lambda severity: 3.0 + 25.0 * severity,
+             "wire_duplication": lambda severity: 5.0 + 15.0 * severity}
+
+
+def _offset_px(scene: Scene, f: Failure) -> float:
+    return OFFSET_PX[f.kind](f.severity) * scene.size / 512
+
+
 def _shifted_wire(scene: Scene, f: Failure, amplitude_px: float):
     wire = scene.devices.wire
     rng = np.random.default_rng(f.params["seed"])
@@ -74,21 +83,23 @@ def _sample_offset(kind: str):
     def sample(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
         f = base(rng, scene, severity)
         f.params["side"] = float(rng.choice([-1.0, 1.0]))
+        # the box covers where the generator drew the wire as well as where it should be
+        moved = _shifted_wire(scene, f, _offset_px(scene, f))
+        drawn = bbox_of_pixels(moved.index[moved.t >= f.params["t0"]], scene.size)
+        f.bbox = [min(f.bbox[0], drawn[0]), min(f.bbox[1], drawn[1]), max(f.bbox[2], drawn[2]), max(f.bbox[3], drawn[3])]
         return f
     return sample
 
 
 def _displace(view: View, scene: Scene, f: Failure) -> None:
-    amp = (3.0 + 25.0 * f.severity) * scene.size / 512
-    moved = _shifted_wire(scene, f, amp)
+    moved = _shifted_wire(scene, f, _offset_px(scene, f))
     # The displaced part is drawn where the generator put it; the true part stays only proximal.
     view.wire_weight *= np.clip((f.params["t0"] - scene.wire.t) / 0.15 + 1.0, 0.0, 1.0)
     view.extra_wires.append((moved, 1.0))
 
 
 def _duplicate(view: View, scene: Scene, f: Failure) -> None:
-    amp = (5.0 + 15.0 * f.severity) * scene.size / 512
-    ghost = _shifted_wire(scene, f, amp)
+    ghost = _shifted_wire(scene, f, _offset_px(scene, f))
     view.extra_wires.append((ghost, 0.25 + 0.65 * f.severity))
     view.wire_weight *= 1.0 - 0.3 * f.severity
 
