@@ -82,8 +82,12 @@ WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path"
 
 
 def warmup_settings(args, model_args, training_args) -> dict:
+    from casiqa.data.rows import data_fingerprint
+
     out = {f: getattr(args, f) for f in WARMUP_FIELDS}
-    out.update(model=model_args.model_name_or_path or "tiny", seed=training_args.seed)
+    # the data's content, not only its path: a data set rebuilt in place must not meet a stale stage 1
+    out.update(model=model_args.model_name_or_path or "tiny", seed=training_args.seed,
+               data_fingerprint=data_fingerprint(args.data))
     return json.loads(json.dumps(out, default=str))
 
 

@@ -93,6 +93,27 @@ def test_pixel_warmup_runs_before_sft_and_is_reused(phantom, tmp_path, monkeypat
     kept.write_text(json.dumps({k: v for k, v in old.items() if k != "pixel_warmup_batch_size"}))
     with pytest.raises(SystemExit, match="pixel_warmup_batch_size: 32 -> 8"):
         _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, *stage1)
+    # the same data path holding other data (rebuilt in place) is a change too
+    kept.write_text(json.dumps({**old, "data_fingerprint": "train:0000;validation:0000"}))
+    with pytest.raises(SystemExit, match="data_fingerprint"):
+        _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, *stage1)
+
+
+def test_data_fingerprint_follows_the_content(tmp_path):
+    from casiqa.data.rows import data_fingerprint
+
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "annotations.jsonl").write_text('{"id": "a"}\n')
+    before = data_fingerprint(folder)
+    (folder / "annotations.jsonl").write_text('{"id": "b"}\n')
+    assert before.startswith("folder:") and data_fingerprint(folder) != before
+    hf = tmp_path / "hf"
+    for split, fp in (("train", "aa"), ("test", "bb")):
+        (hf / split).mkdir(parents=True)
+        (hf / split / "state.json").write_text(json.dumps({"_fingerprint": fp}))
+    (hf / "dataset_dict.json").write_text("{}")
+    assert data_fingerprint(hf) == "test:bb;train:aa" and data_fingerprint(tmp_path / "nothing") == ""
 
 
 def test_a_dataset_without_scores_is_named(tmp_path, monkeypatch):

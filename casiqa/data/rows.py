@@ -40,6 +40,21 @@ def load_rows(data: str | Path, split: str):
     return rows
 
 
+def data_fingerprint(data: str | Path) -> str:
+    """Which data a path holds now: the `datasets` fingerprint of each split of a DatasetDict, or a
+    hash of an annotated folder's annotations.jsonl; '' for anything else. A data set rebuilt at
+    the same path gets another one (the phantom's box or mask changes keep the path)."""
+    import hashlib
+
+    data = Path(data)
+    if (data / "annotations.jsonl").is_file():
+        return "folder:" + hashlib.sha256((data / "annotations.jsonl").read_bytes()).hexdigest()[:16]
+    states = sorted(data.glob("*/state.json"))
+    if (data / "dataset_dict.json").is_file() and states:
+        return ";".join(f"{p.parent.name}:{json.loads(p.read_text()).get('_fingerprint', '?')}" for p in states)
+    return ""
+
+
 def check_fields(row: dict, where: str) -> None:
     missing = [k for k in REQUIRED if row.get(k) is None]
     if missing:
