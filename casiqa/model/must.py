@@ -305,7 +305,8 @@ class Must(nn.Module):
         n = batch.shape[0]
         feats: list = [None] * len(DIHEDRAL)
         summary: list = [None] * len(DIHEDRAL)
-        shape = {v: tuple(dihedral(batch[:1, :1], *kf).shape[-2:]) for v, kf in enumerate(DIHEDRAL)}
+        h, w = batch.shape[-2:]
+        shape = {v: (h, w) if k % 2 == 0 else (w, h) for v, (k, _) in enumerate(DIHEDRAL)}  # odd turns swap H, W
         for hw in dict.fromkeys(shape.values()):
             group = [v for v in shape if shape[v] == hw]
             f, d = self._pixel_batch(torch.cat([dihedral(batch, *DIHEDRAL[v]) for v in group]))
