@@ -10,8 +10,12 @@ minutes rather than a full training: the same data, model, pixel cache and warm-
 cache (the training and validation rows as the processor makes them, with their derived planes
 and damage maps) in FILE and reuses it while the settings that shaped it are the same (it does
 not depend on the stem's width or the warm-up's own settings, so probes of those share one).
-Prints each epoch's loss, validation SRCC per metric and seconds (validation included);
---json_out writes them with the settings and the device. On an H200, with the metric heads
+Prints each epoch's loss, validation SRCC per metric and seconds (validation included), then, per
+failure kind, the Spearman correlation of the failure's severity with the score on the validation
+rows and on the training rows (`evals.scoring.by_failure_kind`: a metric's SRCC can hold still while
+one kind is learnt and another lost, and a kind graded poorly on the rows the probe trained on is
+not learnt at all, which no amount of data fixes); --json_out writes them with the settings and the
+device. On an H200, with the metric heads
 still run per sample, seven probes sharing its host's 16 cores took 45-52 s per epoch each,
 about what one run takes on 2 CPU cores (not profiled); the heads are now batched (~50 s per
 epoch on 2 CPU cores, was ~58), each batch is still built on the host, and the GPU has not been
@@ -60,6 +64,43 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None):
     return rows
 
 
+def row_failures(args, split: str, limit: int) -> list:
+    """The failure records of a split's rows as the pixel cache holds them (caches made before
+    PixelRows kept them); only the `failures` column is read where the data set has columns."""
+    from casiqa.data.rows import failure_list
+    from finetune.data import load_rows
+    from finetune.sft import subset
+
+    rows = subset(load_rows(args.data, split), limit)
+    if hasattr(rows, "select_columns"):  # a datasets split: no image decoding
+        rows = rows.select_columns([c for c in ("id", "failures") if c in rows.column_names])
+    return [failure_list(r) for r in rows]
+
+
+def by_kind(must, rows, failures) -> dict:
+    """Per metric and failure kind, the probe's fit (evals.scoring.by_failure_kind) of these rows."""
+    from evals.scoring import by_failure_kind
+    from finetune.warmup import predict
+
+    if len(failures) != len(rows):
+        raise SystemExit(f"the pixel cache holds {len(rows)} rows but the data has {len(failures)}: rebuild the cache")
+    return by_failure_kind(failures, predict(must, rows), rows.mos)
+
+
+def kind_lines(kinds: dict) -> list[str]:
+    """'metric: kind validation / training, ...' lines of Spearman(severity, score)."""
+    def r(table: dict, kind: str) -> str:
+        v = table.get(kind, {}).get("srcc_severity")
+        return "-" if v is None else f"{v:.2f}"
+
+    val, train = kinds["validation"], kinds["train"]
+    lines = ["Spearman(severity, score) by failure kind, validation / training rows (strongly negative is right):"]
+    for m in val:
+        names = [k for k in dict.fromkeys([*val[m], *train.get(m, {})]) if k not in ("none", "several")]
+        lines.append(f"  {m}: " + ", ".join(f"{k} {r(val[m], k)} / {r(train.get(m, {}), k)}" for k in names))
+    return lines
+
+
 def run(argv: list[str], cache: Path | None = None) -> dict:
     import torch
 
@@ -88,11 +129,17 @@ def run(argv: list[str], cache: Path | None = None) -> dict:
             print(json.dumps(entry), flush=True)
 
         history = warm_up(model, train, val, cfg, log=log)
+        must = model.model.must
+        kinds = {name: by_kind(must, rows, rows.failures if rows.failures is not None
+                               else row_failures(args, name, limit))
+                 for name, rows, limit in (("validation", val, args.eval_max_samples),
+                                           ("train", train, args.max_train_samples))}
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     settings = {k: v for k, v in vars(args).items() if k.startswith(("pixel", "image_size", "pool", "aux"))}
     return {"settings": json.loads(json.dumps(settings, default=str)), "device": device, "train_rows": len(train),
             "validation_rows": len(val), "cache_s": round(cache_s, 1),
-            "pixel_path_params": sum(p.numel() for p in pixels.parameters()), "history": history}
+            "pixel_path_params": sum(p.numel() for p in pixels.parameters()), "history": history,
+            "by_failure_kind": kinds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{sorted(e['seconds'] for e in result['history'])[len(result['history']) // 2]} s per epoch; final "
           + ", ".join(f"{k.removeprefix('val_').removesuffix('_srcc')} {v:.3f}" for k, v in last.items()
                       if k.endswith("_srcc")))
+    print("\n".join(kind_lines(result["by_failure_kind"])))
     if ours.json_out:
         ours.json_out.parent.mkdir(parents=True, exist_ok=True)
         ours.json_out.write_text(json.dumps(result, indent=2))

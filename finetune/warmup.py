@@ -52,6 +52,8 @@ class PixelRows:
     damage: list[torch.Tensor | None] | None = None  # [M, H/4, W/4] dense damage maps (float16), or None
     tophat: list[torch.Tensor] | None = None     # [K, H, W] derived planes (top-hat of target, live, reference,
                                                  # then any device comparison) with every aux image (float16)
+    failures: list[list[dict] | None] | None = None  # each row's failure records (None: none recorded), for
+                                                 # reports by failure kind; caches made before lack them
 
     def __len__(self) -> int:
         return len(self.target)
@@ -71,7 +73,7 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
     damage maps on the pixel path's H/4 grid (finetune.data.damage_maps); given the model's pixel
     path with top-hat planes, its derived planes too (PixelPath.derived_planes: computed once here,
     not in every epoch)."""
-    target, aux, boxes, mos, std, damage, tophat = [], [], [], [], [], [], []
+    target, aux, boxes, mos, std, damage, tophat, failures = [], [], [], [], [], [], [], []
     for row in progress(rows, "pixel cache"):
         roles = [r for r in ROLES if use_aux and row.get(r) is not None]
         source = grey_image(row["synthetic"])
@@ -83,7 +85,8 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
             with torch.no_grad():
                 planes = pixels.channels(t, {r: a.float() for r, a in aux[-1].items()})[None]
                 tophat.append(pixels.derived_planes(planes.to(next(pixels.parameters()).dtype))[0].cpu().half())
-        boxes.append(box_map(failure_list(row), (t.shape[0] // UNIT, t.shape[1] // UNIT)))
+        failures.append(failure_list(row))
+        boxes.append(box_map(failures[-1], (t.shape[0] // UNIT, t.shape[1] // UNIT)))
         if dense:
             d = damage_maps(row, (t.shape[0] // 4, t.shape[1] // 4), target_shape=source.shape)
             damage.append(None if d is None else d.half())
@@ -91,7 +94,7 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
         std.append([float(row["scores"][m].get("std") or 0.0) for m in METRICS])
     mos_t = torch.tensor(mos)
     return PixelRows(target, aux, soft_levels(mos_t, torch.tensor(std)), mos_t.numpy(), boxes,
-                     damage if dense else None, tophat or None)
+                     damage if dense else None, tophat or None, failures)
 
 
 @dataclass

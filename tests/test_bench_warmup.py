@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from casiqa.metrics import METRICS
+
 
 def test_bench_warmup_runs_stage_one_and_guards_its_cache(phantom, tmp_path):
     from benchmarks.bench_warmup import main
@@ -18,6 +20,9 @@ def test_bench_warmup_runs_stage_one_and_guards_its_cache(phantom, tmp_path):
     assert cache.is_file() and len(result["history"]) == 2
     assert result["settings"]["pixel_compare"] == [3, 9] and result["train_rows"] > 0
     assert all(0 <= e["seconds"] and "val_guidewire_visibility_srcc" in e for e in result["history"])
+    kinds = result["by_failure_kind"]  # the fit by failure kind, on validation and on the rows it trained on
+    assert set(kinds) == {"validation", "train"} and set(kinds["train"]) == set(METRICS)
+    assert sum(r["n"] for r in kinds["train"]["guidewire_visibility"].values()) == result["train_rows"]
     assert main(base + ["--pixel_width", "16", "--pixel_warmup_epochs", "0.5"]) == 0   # same cache, another stem
     with pytest.raises(SystemExit, match="other settings"):
         main(base[:-2] + ["--image_size", "224", "--cache", str(cache)])
