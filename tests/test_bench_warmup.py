@@ -26,3 +26,22 @@ def test_bench_warmup_runs_stage_one_and_guards_its_cache(phantom, tmp_path):
     assert main(base + ["--pixel_width", "16", "--pixel_warmup_epochs", "0.5"]) == 0   # same cache, another stem
     with pytest.raises(SystemExit, match="other settings"):
         main(base[:-2] + ["--image_size", "224", "--cache", str(cache)])
+
+
+def test_a_cache_made_before_failures_were_kept_reads_them_from_the_data(phantom, tmp_path):
+    import torch
+
+    from benchmarks.bench_warmup import main
+
+    cache, before, after = tmp_path / "pixels.pt", tmp_path / "a.json", tmp_path / "b.json"
+    base = ["--config", "finetune/recipes/tiny-cpu.yaml", "--data", str(phantom), "--image_size", "112",
+            "--pixel_warmup_epochs", "1", "--pixel_warmup_bf16", "false", "--cache", str(cache)]
+    assert main(base + ["--json_out", str(before)]) == 0
+    saved = torch.load(cache, weights_only=False)
+    for split in ("train", "validation"):
+        saved[split].failures = None          # as an older cache holds its rows
+    torch.save(saved, cache)
+    assert main(base + ["--json_out", str(after)]) == 0   # the failures now come from the data
+    a, b = ({split: {m: {k: (r["n"], r["mean_truth"]) for k, r in t.items()} for m, t in kinds.items()}
+             for split, kinds in json.loads(p.read_text())["by_failure_kind"].items()} for p in (before, after))
+    assert a == b and a["validation"]["guidewire_visibility"]   # the same rows in the same groups
