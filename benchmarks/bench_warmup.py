@@ -14,8 +14,8 @@ Prints each epoch's loss, validation SRCC per metric and seconds (validation inc
 failure kind, the Spearman correlation of the failure's severity with the score on the validation
 rows and on the training rows (`evals.scoring.by_failure_kind`: a metric's SRCC can hold still while
 one kind is learnt and another lost, and a kind graded poorly on the rows the probe trained on is
-not learnt at all, which no amount of data fixes); --json_out writes them with the settings and the
-device. On an H200, with the metric heads
+not learnt at all, which no amount of data fixes; scoring the 2,853 training rows for it adds
+~40 s on 2 CPU cores); --json_out writes them with the settings and the device. On an H200, with the metric heads
 still run per sample, seven probes sharing its host's 16 cores took 45-52 s per epoch each,
 about what one run takes on 2 CPU cores (not profiled); the heads are now batched (~50 s per
 epoch on 2 CPU cores, was ~58), each batch is still built on the host, and the GPU has not been
