@@ -15,7 +15,11 @@ failure kind, the Spearman correlation of the failure's severity with the score 
 rows and on the training rows (`evals.scoring.by_failure_kind`: a metric's SRCC can hold still while
 one kind is learnt and another lost, and a kind graded poorly on the rows the probe trained on is
 not learnt at all, which no amount of data fixes; scoring the 2,853 training rows for it adds
-~40 s on 2 CPU cores); --json_out writes them with the settings and the device. On an H200, with the metric heads
+~40 s on 2 CPU cores). With a dense head (pixel_dense), it also prints how well the dense damage
+maps read each metric on both splits (`evals.scoring.dense_map_fit`): the Spearman correlation of
+the predicted map's maximum with the MOS beside that of the target map's (what a perfect map would
+carry), whether the map grades severity on the damaged cells, and its false alarms on undamaged
+rows (~45 s more on 2 CPU cores). --json_out writes them with the settings and the device. On an H200, with the metric heads
 still run per sample, seven probes sharing its host's 16 cores took 45-52 s per epoch each,
 about what one run takes on 2 CPU cores (not profiled); the heads are now batched (~50 s per
 epoch on 2 CPU cores, was ~58), each batch is still built on the host, and the GPU has not been
@@ -87,6 +91,50 @@ def by_kind(must, rows, failures) -> dict:
     return by_failure_kind(failures, predict(must, rows), rows.mos)
 
 
+def row_maps(args, split: str, limit: int, shape: tuple[int, int]) -> list:
+    """Each row's dense damage maps on the H/4 grid of a `shape` target (None for a row without
+    failure records), made from the data's masks (the pixel cache keeps the training rows' only)."""
+    from casiqa.data.rows import grey_image
+    from finetune.data import damage_maps, load_rows
+    from finetune.sft import subset
+
+    grid = (shape[0] // 4, shape[1] // 4)
+    return [damage_maps(r, grid, target_shape=grey_image(r["synthetic"]).shape)
+            for r in subset(load_rows(args.data, split), limit)]
+
+
+def dense_fit(must, rows, maps: list) -> dict | None:
+    """evals.scoring.dense_map_fit of the probe's dense head on these rows (those with maps)."""
+    import numpy as np
+
+    from evals.scoring import dense_map_fit
+    from finetune.warmup import predict_maps
+
+    keep = [i for i, m in enumerate(maps) if m is not None]
+    if must.pixels.dense is None or not keep:
+        return None
+    if len(maps) != len(rows):
+        raise SystemExit(f"the pixel cache holds {len(rows)} rows but the data has {len(maps)}: rebuild the cache")
+    pred = predict_maps(must, rows)[keep]
+    return dense_map_fit(pred, np.stack([np.asarray(maps[i], np.float32) for i in keep]), rows.mos[keep])
+
+
+def dense_lines(fit: dict) -> list[str]:
+    """'metric: ...' lines of dense_fit on validation and training rows."""
+    def f(v) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    lines = ["Dense damage maps, validation / training rows: Spearman(-max of the map, MOS) predicted [target map's], "
+             "predicted severity on damaged cells, mean max on undamaged rows:"]
+    val, train = fit["validation"], fit["train"]
+    for m in val:
+        a, b = val[m], train.get(m, {})
+        lines.append(f"  {m}: max {f(a['pred_max_srcc'])} / {f(b.get('pred_max_srcc'))} "
+                     f"[{f(a['true_max_srcc'])} / {f(b.get('true_max_srcc'))}], damaged cells {f(a['damaged_srcc'])} / "
+                     f"{f(b.get('damaged_srcc'))}, undamaged max {f(a['clean_max'])} / {f(b.get('clean_max'))}")
+    return lines
+
+
 def kind_lines(kinds: dict) -> list[str]:
     """'metric: kind validation / training, ...' lines of Spearman(severity, score)."""
     def r(table: dict, kind: str) -> str:
@@ -134,12 +182,18 @@ def run(argv: list[str], cache: Path | None = None) -> dict:
                                else row_failures(args, name, limit))
                  for name, rows, limit in (("validation", val, args.eval_max_samples),
                                            ("train", train, args.max_train_samples))}
+        dense = None
+        if pixels.dense is not None and train.damage is not None:
+            fits = {"validation": dense_fit(must, val, row_maps(args, "validation", args.eval_max_samples,
+                                                                tuple(val.target[0].shape))),
+                    "train": dense_fit(must, train, train.damage)}
+            dense = fits if all(fits.values()) else None
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     settings = {k: v for k, v in vars(args).items() if k.startswith(("pixel", "image_size", "pool", "aux"))}
     return {"settings": json.loads(json.dumps(settings, default=str)), "device": device, "train_rows": len(train),
             "validation_rows": len(val), "cache_s": round(cache_s, 1),
             "pixel_path_params": sum(p.numel() for p in pixels.parameters()), "history": history,
-            "by_failure_kind": kinds}
+            "by_failure_kind": kinds, "dense_maps": dense}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k.removeprefix('val_').removesuffix('_srcc')} {v:.3f}" for k, v in last.items()
                       if k.endswith("_srcc")))
     print("\n".join(kind_lines(result["by_failure_kind"])))
+    if result["dense_maps"]:
+        print("\n".join(dense_lines(result["dense_maps"])))
     if ours.json_out:
         ours.json_out.parent.mkdir(parents=True, exist_ok=True)
         ours.json_out.write_text(json.dumps(result, indent=2))

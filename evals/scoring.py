@@ -84,3 +84,31 @@ def by_failure_kind(failures: list[list[dict] | None], pred: np.ndarray, truth: 
             table[key] = row
         out[m] = table
     return out
+
+
+def dense_map_fit(pred: np.ndarray, maps: np.ndarray, truth: np.ndarray) -> dict:
+    """How well a model's dense damage maps read each metric, against what a perfect map would.
+
+    pred [N, M, h, w]: predicted damage (probabilities); maps [N, M, h, w]: the target maps (each
+    failure's severity on the structure it damaged, 0 elsewhere; finetune.data.damage_maps);
+    truth [N, M]: MOS. Per metric: `pred_max_srcc`, Spearman of the predicted map's maximum with
+    the MOS, sign turned so that higher is better (the worst place, as the heads read it);
+    `true_max_srcc`, the same for the target map (its ceiling: how much of the score a perfect map
+    would carry); `damaged_srcc`, over rows with damage, the predicted mean on the damaged cells
+    against the target's severity there (does the map know how bad, not only where); and
+    `clean_max`, the mean predicted maximum on rows with no damage (false alarms). A coefficient
+    that cannot be computed (no damaged rows, a constant input) is None."""
+    def rho(a: np.ndarray, b: np.ndarray) -> float | None:
+        return round(srcc(a, b), 3) if len(a) > 2 and np.ptp(a) > 0 and np.ptp(b) > 0 else None
+
+    pred, maps = np.asarray(pred, np.float32), np.asarray(maps, np.float32)
+    out = {}
+    for j, m in enumerate(METRICS):
+        p, t, y = pred[:, j].reshape(len(pred), -1), maps[:, j].reshape(len(maps), -1), np.asarray(truth)[:, j]
+        damaged = t > 0
+        hit = damaged.any(axis=1)
+        inside = np.array([p[i][damaged[i]].mean() for i in np.flatnonzero(hit)])
+        out[m] = {"pred_max_srcc": rho(-p.max(axis=1), y), "true_max_srcc": rho(-t.max(axis=1), y),
+                  "damaged_srcc": rho(inside, t[hit].max(axis=1)),
+                  "clean_max": round(float(p[~hit].max(axis=1).mean()), 3) if (~hit).any() else None}
+    return out

@@ -172,6 +172,24 @@ def predict(must, data: PixelRows, batch_size: int = 64) -> np.ndarray:
     return out
 
 
+def predict_maps(must, data: PixelRows, batch_size: int = 64) -> np.ndarray:
+    """Dense damage maps [N, M, H/4, W/4] (probabilities) of the pixel path's dense head, every
+    auxiliary image given; rows of one size (as one data set's rows are)."""
+    if must.pixels.dense is None:
+        raise ValueError("this pixel path has no dense head (MustSettings.pixel_dense)")
+    was = must.training
+    must.eval()
+    out: list = [None] * len(data)
+    rng = random.Random(0)
+    with torch.no_grad():
+        for idx in _batches(data, batch_size, rng):
+            _, _, fine = must.score_pixels(_channels(must, data, idx, 0.0, rng), dense=True)
+            for i, f in zip(idx, torch.sigmoid(fine.float()).cpu().numpy(), strict=True):
+                out[i] = f
+    must.train(was)
+    return np.stack(out)
+
+
 def srcc_of(pred: np.ndarray, mos: np.ndarray) -> dict[str, float]:
     return {m: round(agreement(pred[:, j], mos[:, j])["srcc"], 4) for j, m in enumerate(METRICS)}
 

@@ -23,6 +23,9 @@ def test_bench_warmup_runs_stage_one_and_guards_its_cache(phantom, tmp_path):
     kinds = result["by_failure_kind"]  # the fit by failure kind, on validation and on the rows it trained on
     assert set(kinds) == {"validation", "train"} and set(kinds["train"]) == set(METRICS)
     assert sum(r["n"] for r in kinds["train"]["guidewire_visibility"].values()) == result["train_rows"]
+    dense = result["dense_maps"]  # the dense head's maps against the target maps, both splits
+    assert set(dense) == {"validation", "train"} and set(dense["validation"]) == set(METRICS)
+    assert all(0.0 <= fit["clean_max"] <= 1.0 for fit in dense["train"].values() if fit["clean_max"] is not None)
     assert main(base + ["--pixel_width", "16", "--pixel_warmup_epochs", "0.5"]) == 0   # same cache, another stem
     with pytest.raises(SystemExit, match="other settings"):
         main(base[:-2] + ["--image_size", "224", "--cache", str(cache)])

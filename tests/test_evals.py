@@ -101,6 +101,27 @@ def test_by_failure_kind_separates_what_is_read_from_what_is_missed():
     assert out[b] == {"none": {"n": 22, "mean_pred": 4.0, "mean_truth": 5.0, "mae": 1.0}}   # the unrecorded row left out
 
 
+def test_dense_map_fit_measures_a_map_against_a_perfect_one():
+    from evals.scoring import dense_map_fit
+
+    rng = np.random.default_rng(0)
+    n, h = 12, 6
+    sev = np.linspace(0.1, 1.0, n - 2)
+    maps = np.zeros((n, len(METRICS), h, h), np.float32)
+    for i, s in enumerate(sev):
+        maps[i, :, i % h, :] = s                      # a damaged row of cells, its severity
+    truth = np.concatenate([5 - 4 * sev, [5.0, 5.0]])[:, None].repeat(len(METRICS), 1)   # two clean rows
+    perfect = dense_map_fit(maps, maps, truth)[METRICS[0]]
+    assert perfect == {"pred_max_srcc": 1.0, "true_max_srcc": 1.0, "damaged_srcc": 1.0, "clean_max": 0.0}
+    # where, not how bad: every damaged cell at 0.5, faint noise elsewhere
+    where = np.where(maps > 0, 0.5, 0.01 * rng.random(maps.shape))
+    got = dense_map_fit(where, maps, truth)[METRICS[0]]
+    assert got["true_max_srcc"] == 1.0 and got["damaged_srcc"] is None and 0 < got["clean_max"] <= 0.01
+    assert got["pred_max_srcc"] < 0.7   # the damaged rows tie at 0.5: the max tells clean from damaged, no more
+    flat = dense_map_fit(np.full(maps.shape, 0.3), maps, truth)[METRICS[0]]
+    assert flat["pred_max_srcc"] is None and flat["damaged_srcc"] is None and flat["clean_max"] == 0.3
+
+
 def test_resume_after_interruption_loses_and_duplicates_nothing(tmp_path):
     rows, cfg = _rows(10), EvalConfig(batch_size=3, generate=False)
     with pytest.raises(KeyboardInterrupt):
