@@ -3,6 +3,7 @@
     python -m benchmarks.bench_warmup --config finetune/recipes/tiny-cpu.yaml --pixel_warmup_epochs 6
     python -m benchmarks.bench_warmup --config finetune/recipes/tiny-cpu.yaml --pixel_compare 3 9 17 \\
         --cache /tmp/pixels-224.pt --json_out warmup.json
+    python -m benchmarks.bench_warmup --config finetune/recipes/tiny-cpu.yaml --seeds 0 1 2 --cache /tmp/pixels-224.pt
 
 For trying a change to MUST's quality path (its stem, its input planes, the warm-up's losses) in
 minutes rather than a full training: the same data, model, pixel cache and warm-up as stage 1 of
@@ -19,7 +20,10 @@ not learnt at all, which no amount of data fixes; scoring the 2,853 training row
 maps read each metric on both splits (`evals.scoring.dense_map_fit`): the Spearman correlation of
 the predicted map's maximum with the MOS beside that of the target map's (what a perfect map would
 carry), whether the map grades severity on the damaged cells, and its false alarms on undamaged
-rows (~45 s more on 2 CPU cores). --json_out writes them with the settings and the device. On an H200, with the metric heads
+rows (~45 s more on 2 CPU cores). --json_out writes them with the settings and the device.
+`--seeds A B ...` runs the probe once per seed on one pixel cache and ends with each metric's final
+SRCC over the seeds (mean, standard deviation, range): the recipe's seeds alone spread the guidewire
+by 0.09 at full length, so one run cannot judge a change smaller than that. On an H200, with the metric heads
 still run per sample, seven probes sharing its host's 16 cores took 45-52 s per epoch each,
 about what one run takes on 2 CPU cores (not profiled); the heads are now batched (~50 s per
 epoch on 2 CPU cores, was ~58), each batch is still built on the host, and the GPU has not been
@@ -196,21 +200,63 @@ def run(argv: list[str], cache: Path | None = None) -> dict:
             "by_failure_kind": kinds, "dense_maps": dense}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     epilog="Every other flag is a finetune.sft argument (e.g. --config).")
-    parser.add_argument("--cache", type=Path, help="pixel cache file, made if absent")
-    parser.add_argument("--json_out", type=Path, help="write the settings and per-epoch history here")
-    ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    result = run(rest, ours.cache)
-    last = result["history"][-1]
-    print(f"{result['device']}: {len(result['history'])} epochs, median "
-          f"{sorted(e['seconds'] for e in result['history'])[len(result['history']) // 2]} s per epoch; final "
-          + ", ".join(f"{k.removeprefix('val_').removesuffix('_srcc')} {v:.3f}" for k, v in last.items()
-                      if k.endswith("_srcc")))
+def final_srcc(result: dict) -> dict[str, float]:
+    """metric -> the last epoch's validation SRCC of one probe."""
+    return {k.removeprefix("val_").removesuffix("_srcc"): v for k, v in result["history"][-1].items()
+            if k.startswith("val_") and k.endswith("_srcc")}
+
+
+def seed_summary(finals: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Per metric, the final validation SRCC over seeds: mean, sample standard deviation (0 for one
+    seed), lowest and highest."""
+    import numpy as np
+
+    out = {}
+    for m in finals[0]:
+        v = np.array([f[m] for f in finals])
+        out[m] = {"mean": round(float(v.mean()), 4), "std": round(float(v.std(ddof=1)) if len(v) > 1 else 0.0, 4),
+                  "min": round(float(v.min()), 4), "max": round(float(v.max()), 4)}
+    return out
+
+
+def report(result: dict) -> None:
+    """One probe's summary: speed and final SRCC, then its fit by failure kind and its dense maps."""
+    history = result["history"]
+    print(f"{result['device']}: {len(history)} epochs, median "
+          f"{sorted(e['seconds'] for e in history)[len(history) // 2]} s per epoch; final "
+          + ", ".join(f"{m} {v:.3f}" for m, v in final_srcc(result).items()))
     print("\n".join(kind_lines(result["by_failure_kind"])))
     if result["dense_maps"]:
         print("\n".join(dense_lines(result["dense_maps"])))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,  # --seed is not --seeds
+                                     epilog="Every other flag is a finetune.sft argument (e.g. --config).")
+    parser.add_argument("--cache", type=Path, help="pixel cache file, made if absent")
+    parser.add_argument("--json_out", type=Path, help="write the settings and per-epoch history here")
+    parser.add_argument("--seeds", type=int, nargs="+",
+                        help="run the probe once per seed (instead of --seed) and report the spread")
+    ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if ours.seeds and "--seed" in {a.split("=", 1)[0] for a in rest}:
+        raise SystemExit("give either --seed or --seeds, not both")
+    if ours.seeds and len(set(ours.seeds)) < len(ours.seeds):
+        raise SystemExit(f"--seeds repeats a seed: {ours.seeds}")
+    if not ours.seeds:
+        result = run(rest, ours.cache)
+        report(result)
+    else:
+        runs = []
+        with tempfile.TemporaryDirectory() as tmp:  # without --cache, the seeds still share one pixel cache
+            cache = ours.cache or Path(tmp) / "pixels.pt"
+            for seed in ours.seeds:
+                print(f"seed {seed}", flush=True)
+                runs.append(run(rest + ["--seed", str(seed)], cache))
+                report(runs[-1])
+        summary = seed_summary([final_srcc(r) for r in runs])
+        print(f"final validation SRCC over seeds {ours.seeds}: " + "; ".join(
+            f"{m} {v['mean']:.3f} +- {v['std']:.3f} ({v['min']:.3f}-{v['max']:.3f})" for m, v in summary.items()))
+        result = {"seeds": ours.seeds, "summary": summary, "runs": runs}
     if ours.json_out:
         ours.json_out.parent.mkdir(parents=True, exist_ok=True)
         ours.json_out.write_text(json.dumps(result, indent=2))

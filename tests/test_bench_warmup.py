@@ -48,3 +48,26 @@ def test_a_cache_made_before_failures_were_kept_reads_them_from_the_data(phantom
     a, b = ({split: {m: {k: (r["n"], r["mean_truth"]) for k, r in t.items()} for m, t in kinds.items()}
              for split, kinds in json.loads(p.read_text())["by_failure_kind"].items()} for p in (before, after))
     assert a == b and a["validation"]["guidewire_visibility"]   # the same rows in the same groups
+
+
+def test_seeds_share_one_cache_and_report_their_spread(phantom, tmp_path, capsys):
+    from benchmarks.bench_warmup import main
+
+    out = tmp_path / "seeds.json"
+    base = ["--config", "finetune/recipes/tiny-cpu.yaml", "--data", str(phantom), "--image_size", "112",
+            "--pixel_warmup_epochs", "1", "--pixel_warmup_bf16", "false", "--pixel_width", "16"]
+    assert main(base + ["--seeds", "0", "1", "--json_out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["seeds"] == [0, 1] and len(result["runs"]) == 2
+    assert result["runs"][0]["history"][0]["loss"] != result["runs"][1]["history"][0]["loss"]  # two runs, not one twice
+    assert capsys.readouterr().err.count("pixel cache: ") == 1   # the second seed read the first one's cache
+    for m in METRICS:
+        finals = [r["history"][-1][f"val_{m}_srcc"] for r in result["runs"]]
+        summary = result["summary"][m]
+        assert summary["min"] == min(finals) and summary["max"] == max(finals)
+        assert summary["mean"] == pytest.approx(sum(finals) / 2, abs=1e-4)
+    one = tmp_path / "one.json"   # --seed alone still reaches the run (no abbreviation of --seeds)
+    assert main(base + ["--seed", "1", "--json_out", str(one)]) == 0
+    assert json.loads(one.read_text())["history"][0]["loss"] == result["runs"][1]["history"][0]["loss"]
+    with pytest.raises(SystemExit, match="either --seed or --seeds"):
+        main(base + ["--seeds", "0", "1", "--seed", "3"])
