@@ -114,11 +114,11 @@ def dense_fit(must, rows, maps: list) -> dict | None:
     from evals.scoring import dense_map_fit
     from finetune.warmup import predict_maps
 
+    if len(maps) != len(rows):
+        raise SystemExit(f"the pixel cache holds {len(rows)} rows but the data has {len(maps)}: rebuild the cache")
     keep = [i for i, m in enumerate(maps) if m is not None]
     if must.pixels.dense is None or not keep:
         return None
-    if len(maps) != len(rows):
-        raise SystemExit(f"the pixel cache holds {len(rows)} rows but the data has {len(maps)}: rebuild the cache")
     pred = predict_maps(must, rows)[keep]
     return dense_map_fit(pred, np.stack([np.asarray(maps[i], np.float32) for i in keep]), rows.mos[keep])
 
