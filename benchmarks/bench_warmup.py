@@ -85,26 +85,29 @@ def row_failures(args, split: str, limit: int) -> list:
     return [failure_list(r) for r in rows]
 
 
+def same_rows(rows, per_row: list) -> None:
+    """What was read from the data has one entry per cached row, or the cache is stale."""
+    if len(per_row) != len(rows):
+        raise SystemExit(f"the pixel cache holds {len(rows)} rows but the data has {len(per_row)}: rebuild the cache")
+
+
 def by_kind(must, rows, failures) -> dict:
     """Per metric and failure kind, the probe's fit (evals.scoring.by_failure_kind) of these rows."""
     from evals.scoring import by_failure_kind
     from finetune.warmup import predict
 
-    if len(failures) != len(rows):
-        raise SystemExit(f"the pixel cache holds {len(rows)} rows but the data has {len(failures)}: rebuild the cache")
+    same_rows(rows, failures)
     return by_failure_kind(failures, predict(must, rows), rows.mos)
 
 
 def row_maps(args, split: str, limit: int, shape: tuple[int, int]) -> list:
     """Each row's dense damage maps on the H/4 grid of a `shape` target (None for a row without
     failure records), made from the data's masks (the pixel cache keeps the training rows' only)."""
-    from casiqa.data.rows import grey_image
     from finetune.data import damage_maps, load_rows
     from finetune.sft import subset
 
     grid = (shape[0] // 4, shape[1] // 4)
-    return [damage_maps(r, grid, target_shape=grey_image(r["synthetic"]).shape)
-            for r in subset(load_rows(args.data, split), limit)]
+    return [damage_maps(r, grid) for r in subset(load_rows(args.data, split), limit)]
 
 
 def dense_fit(must, rows, maps: list) -> dict | None:
@@ -114,8 +117,7 @@ def dense_fit(must, rows, maps: list) -> dict | None:
     from evals.scoring import dense_map_fit
     from finetune.warmup import predict_maps
 
-    if len(maps) != len(rows):
-        raise SystemExit(f"the pixel cache holds {len(rows)} rows but the data has {len(maps)}: rebuild the cache")
+    same_rows(rows, maps)
     keep = [i for i, m in enumerate(maps) if m is not None]
     if must.pixels.dense is None or not keep:
         return None
