@@ -41,7 +41,7 @@ from pathlib import Path
 
 # the settings a pixel cache depends on (finetune.warmup.pixel_rows)
 CACHE_FIELDS = ("data", "max_train_samples", "eval_max_samples", "image_size", "use_aux", "pixel_tophat",
-                "pixel_compare", "pixel_warmup_dense_weight", "pixel_warmup_structure_weight")
+                "pixel_compare", "pixel_warmup_dense_weight")
 
 
 def cached_rows(args, model_name: str, processor, pixels, path: Path | None):
@@ -54,7 +54,6 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None):
 
     key = {f: getattr(args, f) for f in CACHE_FIELDS}
     key["dense"] = bool(key.pop("pixel_warmup_dense_weight"))
-    key["structure"] = bool(key.pop("pixel_warmup_structure_weight"))
     key["model"] = model_name  # its processor makes the pixels
     if path is not None and path.is_file():
         saved = torch.load(path, weights_only=False)
@@ -65,8 +64,7 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None):
         return saved["train"], saved["validation"]
     train = subset(load_rows(args.data, "train"), args.max_train_samples)
     val = subset(load_rows(args.data, "validation"), args.eval_max_samples)
-    rows = (pixel_rows(train, processor, use_aux=args.use_aux, dense=key["dense"], pixels=pixels,
-                       structure=key["structure"]),
+    rows = (pixel_rows(train, processor, use_aux=args.use_aux, dense=key["dense"], pixels=pixels),
             pixel_rows(val, processor, use_aux=args.use_aux, pixels=pixels))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)

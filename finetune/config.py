@@ -24,9 +24,6 @@ class CasIqaArguments:
                 "28 px window holds a response: gap length, share of a branch gone)"})
     pixel_dense: bool = field(default=False, metadata={
         "help": "a 1x1 head on the stem's H/4 features, trained in the warm-up on dense damage maps"})
-    pixel_structure: bool = field(default=False, metadata={
-        "help": "with pixel_dense: the dense head also finds the true devices and vessels (a training signal on "
-                "every row, weighted by pixel_warmup_structure_weight; the heads do not read it)"})
     dihedral_scores: bool = field(default=False, metadata={
         "help": "at inference, average the heads' level probabilities over the pixel path's eight flips and "
                 "rotations: scores that do not change with the image's orientation (8x the pixel path's cost)"})
@@ -53,8 +50,6 @@ class CasIqaArguments:
                 "faster per batch, a whole epoch ~1.2x"})
     pixel_warmup_dense_damaged_weight: float = field(default=1.0, metadata={
         "help": "in the dense maps' BCE, the weight of cells on damaged structure relative to the rest (1: even)"})
-    pixel_warmup_structure_weight: float = field(default=0.0, metadata={
-        "help": "weight of the structure maps' BCE in the warm-up (needs pixel_structure and device and vessel masks)"})
     pixel_warmup_score_weight: float = field(default=0.0, metadata={
         "help": "weight of a squared error of the heads' expected score against the MOS (1..5 scale) in the "
                 "warm-up, beside the soft-label loss (0: off)"})
@@ -97,12 +92,6 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_dense_weight must be >= 0")
         if self.pixel_warmup_dense_weight and not self.pixel_dense:
             raise ValueError("pixel_warmup_dense_weight needs pixel_dense: true (the head it trains)")
-        if self.pixel_structure and not self.pixel_dense:
-            raise ValueError("pixel_structure adds channels to the dense head: it needs pixel_dense: true")
-        if self.pixel_warmup_structure_weight < 0:
-            raise ValueError("pixel_warmup_structure_weight must be >= 0")
-        if self.pixel_warmup_structure_weight and not self.pixel_structure:
-            raise ValueError("pixel_warmup_structure_weight needs pixel_structure: true (the maps it trains)")
         from casiqa.model.pixel import POOLS, check_compare
 
         check_compare(self.pixel_compare, self.pixel_tophat)  # the pixel path's own check, at parse time

@@ -55,11 +55,22 @@ DAMAGED_STRUCTURE = {"guidewire_visibility": ("device_mask", "extra_wire_mask"),
                      "branch_discernibility": ("vessel_mask",)}
 
 
-def row_masks(row: dict, keys, target_shape: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
-    """The row's masks among `keys` that it has, key -> [H, W]; a mask of another size than the
-    target (its [H, W] as `target_shape`, read from the row when not given) is refused: it would
-    mark the wrong pixels."""
-    masks = {key: grey_image(row.get(key)) for key in keys}
+def damage_maps(row: dict, grid: tuple[int, int], dilate: int = 1,
+                target_shape: tuple[int, int] | None = None) -> torch.Tensor | None:
+    """[M, h, w] dense damage targets on a fine grid (the pixel path's H/4 cells): inside a
+    failure's box, on the structure that failure damages (DAMAGED_STRUCTURE: the row's device mask
+    joined by its extra-wire mask, or its vessel mask; max-pooled onto the grid and dilated by
+    `dilate` cells: a blurred wire or vessel spreads beside the true one), the failure's severity,
+    so a displaced or ghost wire is marked where it was drawn; 0 elsewhere; the maximum where failures
+    overlap. None for a row without failure records. A mask of another size than the target (its
+    [H, W] as `target_shape`, read from the row when not given) is refused: it would mark the
+    wrong pixels."""
+    failures = failure_list(row)
+    if failures is None:
+        return None
+    h, w = grid
+    structure = {}
+    masks = {key: grey_image(row.get(key)) for keys in DAMAGED_STRUCTURE.values() for key in keys}
     masks = {key: m for key, m in masks.items() if m is not None}
     if target_shape is None and masks:
         target = grey_image(row.get("synthetic"))
@@ -69,55 +80,15 @@ def row_masks(row: dict, keys, target_shape: tuple[int, int] | None = None) -> d
             raise DatasetFieldError(f"row {row.get('id', '?')}: {key} is {mask.shape[1]}x"
                                     f"{mask.shape[0]} px, the target {target_shape[1]}x{target_shape[0]} px; "
                                     "masks must match the target")
-    return masks
-
-
-def _on_grid(mask: np.ndarray, grid: tuple[int, int], dilate: int = 0) -> torch.Tensor:
-    """A boolean [H, W] mask max-pooled onto a [h, w] grid (any pixel of a cell marks it), then
-    dilated by `dilate` cells."""
-    m = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(mask).float()[None], grid)
-    if dilate:
-        m = torch.nn.functional.max_pool2d(m[None], 2 * dilate + 1, stride=1, padding=dilate)[0]
-    return m[0]
-
-
-# Where each structure the dense head can be told to find (casiqa.model.must.STRUCTURES) is drawn.
-STRUCTURE_MASKS = {"devices": "device_mask", "vessels": "vessel_mask"}
-
-
-def structure_maps(row: dict, grid: tuple[int, int], target_shape: tuple[int, int] | None = None) -> torch.Tensor | None:
-    """[S, h, w] (S = casiqa.model.must.STRUCTURES): 1 on the cells that hold the row's true devices,
-    then its true vessels (its device and vessel masks, max-pooled onto the grid), damaged or not;
-    None for a row that lacks one of the masks (an annotated folder without them)."""
-    from casiqa.model.must import STRUCTURES
-
-    keys = [STRUCTURE_MASKS[s] for s in STRUCTURES]
-    masks = row_masks(row, keys, target_shape)
-    if len(masks) < len(keys):
-        return None
-    return torch.stack([_on_grid(masks[k] > 0.0, grid) for k in keys])
-
-
-def damage_maps(row: dict, grid: tuple[int, int], dilate: int = 1,
-                target_shape: tuple[int, int] | None = None) -> torch.Tensor | None:
-    """[M, h, w] dense damage targets on a fine grid (the pixel path's H/4 cells): inside a
-    failure's box, on the structure that failure damages (DAMAGED_STRUCTURE: the row's device mask
-    joined by its extra-wire mask, or its vessel mask; max-pooled onto the grid and dilated by
-    `dilate` cells: a blurred wire or vessel spreads beside the true one), the failure's severity,
-    so a displaced or ghost wire is marked where it was drawn; 0 elsewhere; the maximum where failures
-    overlap. None for a row without failure records. Masks of another size than the target are
-    refused (row_masks)."""
-    failures = failure_list(row)
-    if failures is None:
-        return None
-    h, w = grid
-    structure = {}
-    masks = row_masks(row, [key for keys in DAMAGED_STRUCTURE.values() for key in keys], target_shape)
     for metric, keys in DAMAGED_STRUCTURE.items():
         present = [masks[k] > 0.0 for k in keys if k in masks]
         if not present:
             continue
-        structure[metric] = _on_grid(np.logical_or.reduce(present), grid, dilate)
+        joined = np.logical_or.reduce(present)
+        m = torch.nn.functional.adaptive_max_pool2d(torch.from_numpy(joined).float()[None], (h, w))
+        if dilate:
+            m = torch.nn.functional.max_pool2d(m[None], 2 * dilate + 1, stride=1, padding=dilate)[0]
+        structure[metric] = m[0]
     out = torch.zeros(len(METRICS), h, w)
     cy, cx = (torch.arange(h) + 0.5) / h, (torch.arange(w) + 0.5) / w
     for f in failures:

@@ -29,7 +29,6 @@ def build_model(args, model_args, training_args):
 
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
                         pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat, pixel_dense=args.pixel_dense,
-                        pixel_structure=args.pixel_structure,
                         pixel_compare=list(args.pixel_compare), pixel_width=args.pixel_width,
                         pixel_pool=args.pixel_pool, dihedral_scores=args.dihedral_scores, pool=args.pool)
     name = model_args.model_name_or_path or "tiny"
@@ -59,7 +58,6 @@ def warmup_config(args, training_args):
                         evidence_weight=args.pixel_warmup_evidence_weight, dense_weight=args.pixel_warmup_dense_weight,
                         score_weight=args.pixel_warmup_score_weight,
                         dense_damaged_weight=args.pixel_warmup_dense_damaged_weight,
-                        structure_weight=args.pixel_warmup_structure_weight,
                         metric_weights=tuple(args.pixel_warmup_metric_weights), bf16=args.pixel_warmup_bf16,
                         seed=training_args.seed)
 
@@ -76,11 +74,11 @@ def lora_config(args, model_args):
 
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
-                 "pixel_compare", "pixel_pool", "pixel_dense", "pixel_structure", "pool", "use_aux", "aux_drop",
-                 "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
-                 "pixel_warmup_dense_weight", "pixel_warmup_dense_damaged_weight", "pixel_warmup_structure_weight",
-                 "pixel_warmup_score_weight", "pixel_warmup_metric_weights", "pixel_warmup_bf16", "tiny_hidden",
-                 "tiny_layers", "tiny_vision_depth", "tiny_vision_hidden")
+                 "pixel_compare", "pixel_pool", "pixel_dense", "pool", "use_aux", "aux_drop", "pixel_warmup_epochs",
+                 "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
+                 "pixel_warmup_dense_weight", "pixel_warmup_dense_damaged_weight", "pixel_warmup_score_weight",
+                 "pixel_warmup_metric_weights", "pixel_warmup_bf16", "tiny_hidden", "tiny_layers", "tiny_vision_depth",
+                 "tiny_vision_hidden")
 
 
 def warmup_settings(args, model_args, training_args) -> dict:
@@ -131,8 +129,7 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
         return tqdm(it, desc=desc, mininterval=10)
 
     dense = bool(args.pixel_warmup_dense_weight)
-    data = pixel_rows(train, processor, use_aux=args.use_aux, progress=bar, dense=dense, pixels=must.pixels,
-                      structure=bool(args.pixel_warmup_structure_weight))
+    data = pixel_rows(train, processor, use_aux=args.use_aux, progress=bar, dense=dense, pixels=must.pixels)
     check = pixel_rows(val, processor, use_aux=args.use_aux, progress=bar, pixels=must.pixels)
     cfg = warmup_config(args, training_args)
     history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),

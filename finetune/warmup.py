@@ -37,7 +37,7 @@ from casiqa.metrics import METRICS
 from casiqa.model.levels import evidence_loss, expected_score, metric_mean, soft_label_loss, soft_levels
 from casiqa.model.pixel import ROLES, UNIT, align, dihedral, images_from_patches
 from casiqa.stats import agreement
-from finetune.data import box_map, damage_maps, failure_list, structure_maps
+from finetune.data import box_map, damage_maps, failure_list
 
 
 @dataclass
@@ -54,7 +54,6 @@ class PixelRows:
                                                  # then any device comparison) with every aux image (float16)
     failures: list[list[dict] | None] | None = None  # each row's failure records (None: none recorded), for
                                                  # reports by failure kind; caches made before lack them
-    structure: list[torch.Tensor | None] | None = None  # [S, H/4, W/4] true devices and vessels (float16), or None
 
     def __len__(self) -> int:
         return len(self.target)
@@ -69,13 +68,12 @@ def grey_inputs(processor, images: list[np.ndarray]) -> list[torch.Tensor]:
 
 
 def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: it, dense: bool = False,
-               pixels=None, structure: bool = False) -> PixelRows:
+               pixels=None) -> PixelRows:
     """The rows' pixels as the model's processor makes them; with `dense`, also each row's dense
-    damage maps on the pixel path's H/4 grid (finetune.data.damage_maps), and with `structure` its
-    true devices and vessels on that grid (finetune.data.structure_maps); given the model's pixel
+    damage maps on the pixel path's H/4 grid (finetune.data.damage_maps); given the model's pixel
     path with top-hat planes, its derived planes too (PixelPath.derived_planes: computed once here,
     not in every epoch)."""
-    target, aux, boxes, mos, std, damage, tophat, failures, found = [], [], [], [], [], [], [], [], []
+    target, aux, boxes, mos, std, damage, tophat, failures = [], [], [], [], [], [], [], []
     for row in progress(rows, "pixel cache"):
         roles = [r for r in ROLES if use_aux and row.get(r) is not None]
         source = grey_image(row["synthetic"])
@@ -92,14 +90,11 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
         if dense:
             d = damage_maps(row, (t.shape[0] // 4, t.shape[1] // 4), target_shape=source.shape)
             damage.append(None if d is None else d.half())
-        if structure:
-            d = structure_maps(row, (t.shape[0] // 4, t.shape[1] // 4), target_shape=source.shape)
-            found.append(None if d is None else d.half())
         mos.append([float(row["scores"][m]["mos"]) for m in METRICS])
         std.append([float(row["scores"][m].get("std") or 0.0) for m in METRICS])
     mos_t = torch.tensor(mos)
     return PixelRows(target, aux, soft_levels(mos_t, torch.tensor(std)), mos_t.numpy(), boxes,
-                     damage if dense else None, tophat or None, failures, found if structure else None)
+                     damage if dense else None, tophat or None, failures)
 
 
 @dataclass
@@ -113,7 +108,6 @@ class WarmupConfig:
     dense_weight: float = 0.0                         # BCE of the dense damage maps (needs pixel_dense)
     score_weight: float = 0.0                         # squared error of the expected score against the MOS
     dense_damaged_weight: float = 1.0                 # in that BCE, cells on damaged structure count this much more
-    structure_weight: float = 0.0                     # BCE of the dense head's structure maps (needs pixel_structure)
     metric_weights: tuple[float, ...] | None = None   # per metric (METRICS order) in the score loss
     augment: bool = True
     bf16: bool = False                                # bf16 autocast of the forward pass (losses in fp32)
@@ -219,11 +213,6 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
     dense = bool(cfg.dense_weight)
     if dense and (must.pixels.dense is None or train.damage is None):
         raise ValueError("dense_weight needs MUST's dense head (pixel_dense: true) and rows cached with dense maps")
-    n_metrics = len(METRICS)
-    found = bool(cfg.structure_weight)
-    if found and (must.pixels.dense is None or must.pixels.dense.out_channels <= n_metrics or train.structure is None):
-        raise ValueError("structure_weight needs MUST's structure maps (pixel_dense and pixel_structure: true) and "
-                         "rows cached with them")
     must.train()
     history, step = [], 0
     bar = progress(total=total, desc="pixel warm-up") if progress else None
@@ -238,7 +227,7 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             if cfg.augment:
                 x = dihedral(x, k, flip)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                if dense or found:
+                if dense:
                     logits, route, fine = must.score_pixels(x, dense=True)
                 else:
                     logits, route = must.score_pixels(x)
@@ -250,12 +239,7 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
             if dense and all(m is not None for m in maps):
                 maps = torch.stack(maps).to(device, torch.float32)
                 maps = dihedral(maps, k, flip) if cfg.augment else maps
-                loss = loss + cfg.dense_weight * dense_loss(fine[:, :n_metrics], maps, cfg.dense_damaged_weight)
-            where = [train.structure[i] for i in idx] if found else []
-            if found and all(m is not None for m in where):
-                where = torch.stack(where).to(device, torch.float32)
-                where = dihedral(where, k, flip) if cfg.augment else where
-                loss = loss + cfg.structure_weight * F.binary_cross_entropy_with_logits(fine[:, n_metrics:].float(), where)
+                loss = loss + cfg.dense_weight * dense_loss(fine, maps, cfg.dense_damaged_weight)
             if cfg.evidence_weight and all(b is not None for b in boxes):
                 maps = torch.stack(boxes).to(device)
                 maps = dihedral(maps, k, flip) if cfg.augment else maps

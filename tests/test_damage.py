@@ -13,7 +13,7 @@ from casiqa.metrics import METRICS
 from casiqa.model.config import MustSettings
 from casiqa.model.must import MetricBranch
 from casiqa.model.pixel import IN_CHANNELS, UNIT, PixelPath
-from finetune.data import damage_maps, structure_maps
+from finetune.data import damage_maps
 
 
 def _row(failures, size=64, vessel_cols=(10, 11), wire_cols=(40,)):
@@ -74,39 +74,6 @@ def test_rows_without_masks_mark_the_whole_box():
     del row["device_mask"], row["vessel_mask"]
     g = damage_maps(row, (8, 8))[0]
     assert g[:, :4].eq(1).all() and g[:, 4:].eq(0).all()
-
-
-def test_structure_maps_mark_the_true_devices_and_vessels_damaged_or_not():
-    row = _row([])                                       # no failure: the structures are there all the same
-    devices, vessels = structure_maps(row, (16, 16))
-    assert devices[:, 10].eq(1).all() and devices.sum() == 16
-    assert vessels[:, 2].eq(1).all() and vessels.sum() == 16
-    del row["vessel_mask"]
-    assert structure_maps(row, (16, 16)) is None         # a folder without masks: no target, not a wrong one
-    row = _row([])
-    row["device_mask"] = Image.fromarray(np.zeros((32, 32), np.uint8))
-    with pytest.raises(DatasetFieldError, match="device_mask is 32x32 px"):
-        structure_maps(row, (16, 16))
-
-
-def test_structure_channels_follow_the_damage_maps_and_leave_the_heads_alone():
-    """pixel_structure adds the structures' channels after the metrics' maps; the heads read the
-    metrics' maps only, so the structure channels cannot move a score."""
-    from casiqa.model.must import STRUCTURES, Must
-
-    with pytest.raises(ValueError, match="needs pixel_dense"):
-        MustSettings(pixel_structure=True)
-    torch.manual_seed(0)
-    settings = MustSettings(pixel_tophat=5, pixel_dense=True, pixel_structure=True, pixel_width=16, hidden=16)
-    must = Must(settings, dim=16, patch_dim=8, metrics=METRICS, n_levels=5, n_paths=1).eval()
-    x = torch.randn(2, must.pixels.in_channels, 2 * UNIT, 2 * UNIT)
-    with torch.no_grad():
-        logits, _, fine = must.score_pixels(x, dense=True)
-        assert fine.shape[1] == len(METRICS) + len(STRUCTURES)
-        must.pixels.dense.bias[len(METRICS):] += 5.0      # the structure channels only
-        assert torch.equal(must.score_pixels(x)[0], logits)
-        must.pixels.dense.bias[0] += 5.0                  # a metric's map: its head sees it
-        assert not torch.equal(must.score_pixels(x)[0], logits)
 
 
 def test_dense_head_gives_quarter_resolution_maps_and_the_same_tokens():
@@ -188,50 +155,3 @@ def test_a_malformed_failure_record_is_named(failure, message):
         damage_maps(_row([failure]), (8, 8))
     with pytest.raises(DatasetFieldError, match="not a JSON list"):
         damage_maps({"id": "r0", "failures": "{broken"}, (8, 8))
-
-
-def test_warmup_learns_the_structure_maps():
-    """With structure_weight the dense head's structure channels learn where a structure is: a
-    dark line in the live frame, its cells marked, found better after training than before."""
-    import random
-    from types import SimpleNamespace
-
-    from casiqa.model.levels import soft_levels
-    from casiqa.model.must import Must
-    from finetune.warmup import PixelRows, WarmupConfig, _channels, warm_up
-
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    settings = MustSettings(pixel_tophat=5, pixel_dense=True, pixel_structure=True, pixel_width=16, hidden=16)
-    must = Must(settings, dim=16, patch_dim=8, metrics=METRICS, n_levels=5, n_paths=1)
-    n, size = 16, 56
-    live, found = [], []
-    for _ in range(n):
-        image = torch.tensor(rng.normal(0.0, 0.05, (size, size)), dtype=torch.float32)
-        col = int(rng.integers(4, size - 4))
-        image[:, col] -= 1.0                                   # a wire
-        where = torch.zeros(2, size // 4, size // 4)
-        where[0, :, col // 4] = 1.0
-        live.append(image.half())
-        found.append(where.half())
-    mos = np.full((n, len(METRICS)), 3.0, np.float32)
-    data = PixelRows([x.clone() for x in live], [{"live": x} for x in live],
-                     soft_levels(torch.tensor(mos), torch.full((n, 3), 0.3)), mos, [None] * n, structure=found)
-
-    truth = torch.stack(found).float()[:, 0] > 0
-
-    def separation() -> float:
-        """Mean predicted 'device' on the wire's cells minus elsewhere."""
-        must.eval()
-        with torch.no_grad():
-            x = _channels(must, data, list(range(n)), 0.0, random.Random(0))
-            p = torch.sigmoid(must.score_pixels(x, dense=True)[2][:, len(METRICS)].float())
-        return float(p[truth].mean() - p[~truth].mean())
-
-    before = separation()
-    warm_up(SimpleNamespace(must=must), data, None, WarmupConfig(epochs=20, batch_size=8, learning_rate=3e-3,
-                                                                aux_drop=0.0, structure_weight=1.0))
-    assert separation() > before + 0.2     # measured: ~0.0 before, ~0.47 after
-    with pytest.raises(ValueError, match="rows cached with them"):
-        warm_up(SimpleNamespace(must=must), PixelRows(data.target, data.aux, data.levels, mos, [None] * n), None,
-                WarmupConfig(epochs=1, structure_weight=1.0))

@@ -143,10 +143,6 @@ def test_recipe_fields_are_checked():
     assert CasIqaArguments(pixel_warmup_metric_weights=[2.0, 1.0, 1.0]).pixel_warmup_metric_weights == [2.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="needs pixel_dense"):
         CasIqaArguments(pixel_warmup_dense_weight=1.0, pixel_dense=False)
-    with pytest.raises(ValueError, match="pixel_structure adds channels"):
-        CasIqaArguments(pixel_structure=True)
-    with pytest.raises(ValueError, match="needs pixel_structure"):
-        CasIqaArguments(pixel_dense=True, pixel_warmup_structure_weight=1.0)
     with pytest.raises(ValueError, match="pool must be"):
         CasIqaArguments(pool="max")
     with pytest.raises(ValueError, match="needs pixel_tophat"):

@@ -22,7 +22,6 @@ class MustSettings:
     pixel_compare: list[int] = field(default_factory=list)  # device-comparison planes at these windows (px; needs pixel_tophat)
     pixel_dense: bool = False                # a 1x1 head on its H/4 features predicting dense damage maps (warm-up)
     dense_to_heads: bool = True              # with pixel_dense: each map's mean and max join its metric's head
-    pixel_structure: bool = False            # with pixel_dense: the dense head also finds the true devices and vessels
     pixel_pool: str = "max"                  # onto the token grid: "max", or "max+mean" (also how much of a window)
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)
     dihedral_scores: bool = False            # inference: heads averaged over the pixel path's 8 flips and rotations
@@ -45,8 +44,6 @@ class MustSettings:
 
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
-        if self.pixel_structure and not self.pixel_dense:
-            raise ValueError("pixel_structure adds channels to the dense head: it needs pixel_dense")
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 

@@ -162,21 +162,6 @@ class MetricBranch(nn.Module):
 DAMAGE_STATS = 2  # per metric: mean and max of the predicted damage map
 
 
-# What the dense head also finds with MustSettings.pixel_structure, after the metrics' damage maps: the
-# true devices (guidewire and catheter) and the true vessel tree, damaged or not. A training signal
-# on every row (not only where something failed) that tells the stem's first layers what a wire
-# and a vessel are; the heads read the damage maps only.
-STRUCTURES = ("devices", "vessels")
-
-
-def dense_channels(settings: MustSettings, n_metrics: int) -> int:
-    """Output channels of the pixel path's dense head: one damage map per metric, then the
-    structures (0: no dense head)."""
-    if not settings.pixel_dense:
-        return 0
-    return n_metrics + (len(STRUCTURES) if settings.pixel_structure else 0)
-
-
 def damage_summary(fine: torch.Tensor) -> torch.Tensor:
     """Dense damage logits [B, M, h, w] -> [B, M, 2]: how much of the image is damaged (mean) and
     how badly the worst place is (max), each in [0, 1]."""
@@ -194,7 +179,7 @@ class Must(nn.Module):
             self.depth = DepthFusion(n_paths, patch_dim, dim)
             self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
             self.pixels = (PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch, tophat=settings.pixel_tophat,
-                                     dense=dense_channels(settings, len(metrics)),
+                                     dense=len(metrics) if settings.pixel_dense else 0,
                                      compare=tuple(settings.pixel_compare), pool=settings.pixel_pool)
                            if settings.pixel_path else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
@@ -275,7 +260,7 @@ class Must(nn.Module):
         the encoder gate is closed. The batch is scored in one call (its samples share a grid)."""
         need = dense or self.feeds_damage
         feats, fine = self.pixels(channels, dense=True) if need else (self.pixels(channels), None)
-        damage = damage_summary(fine[:, :len(self.metrics)]) if self.feeds_damage else None
+        damage = damage_summary(fine) if self.feeds_damage else None
         logits, _, route, _ = self.score(feats, damage)
         return (logits, route, fine) if dense else (logits, route)
 
@@ -311,7 +296,7 @@ class Must(nn.Module):
         if not self.feeds_damage:
             return self.pixels(batch), None
         feats, fine = self.pixels(batch, dense=True)
-        return feats, damage_summary(fine[:, :len(self.metrics)]).to(feats.dtype)
+        return feats, damage_summary(fine).to(feats.dtype)
 
     def _pixel_views(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`_pixel_batch` of every view of the batch (DIHEDRAL) -> [B, V, N, D] tokens in the given
