@@ -22,6 +22,10 @@ class CasIqaArguments:
     pixel_pool: str = field(default="max", metadata={
         "help": "how the stem's H/4 features reach the token grid: max, or max+mean (adds how much of each "
                 "28 px window holds a response: gap length, share of a branch gone)"})
+    pixel_along: bool = field(default=False, metadata={
+        "help": "the metric heads also read the stem's H/4 features averaged along the live frame's devices, the "
+                "target's devices and the true vessels (how the target looks where its wire and vessels should be, "
+                "over their whole length); needs pixel_tophat"})
     pixel_dense: bool = field(default=False, metadata={
         "help": "a 1x1 head on the stem's H/4 features, trained in the warm-up on dense damage maps"})
     dihedral_scores: bool = field(default=False, metadata={
@@ -95,6 +99,8 @@ class CasIqaArguments:
         from casiqa.model.pixel import POOLS, check_compare
 
         check_compare(self.pixel_compare, self.pixel_tophat)  # the pixel path's own check, at parse time
+        if self.pixel_along and not (self.pixel_path and self.pixel_tophat):
+            raise ValueError("pixel_along needs pixel_path and pixel_tophat (the top-hat planes find the structures)")
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
         if self.pool not in ("attention", "attention+mass"):

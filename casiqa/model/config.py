@@ -23,6 +23,8 @@ class MustSettings:
     pixel_dense: bool = False                # a 1x1 head on its H/4 features predicting dense damage maps (warm-up)
     dense_to_heads: bool = True              # with pixel_dense: each map's mean and max join its metric's head
     pixel_pool: str = "max"                  # onto the token grid: "max", or "max+mean" (also how much of a window)
+    pixel_along: bool = False                # the heads also read the H/4 features averaged along the true devices
+                                             # and vessels (pixel.ALONG; needs pixel_tophat)
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)
     dihedral_scores: bool = False            # inference: heads averaged over the pixel path's 8 flips and rotations
     cross_attention: bool = True             # target tokens also attend to all aux tokens
@@ -44,6 +46,9 @@ class MustSettings:
 
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
+        if self.pixel_along and not (self.pixel_path and self.pixel_tophat):
+            raise ValueError("pixel_along needs the pixel path with its top-hat planes (pixel_tophat), which find "
+                             "the structures it pools along")
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 

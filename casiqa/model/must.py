@@ -141,7 +141,7 @@ class MetricBranch(nn.Module):
         self.adapter = mlp(dim, hidden, dim, zero_out=True)
         self.norm = nn.LayerNorm(dim)
         self.score = nn.Linear(dim, 1)
-        d_in = dim * (2 if pool == "attention+mass" else 1) + extra   # extra: the damage-map summary
+        d_in = dim * (2 if pool == "attention+mass" else 1) + extra   # extra: Must._head_extra
         self.head = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, n_levels))
 
     def forward(self, tokens: torch.Tensor, route: torch.Tensor,
@@ -180,11 +180,13 @@ class Must(nn.Module):
             self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
             self.pixels = (PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch, tophat=settings.pixel_tophat,
                                      dense=len(metrics) if settings.pixel_dense else 0,
-                                     compare=tuple(settings.pixel_compare), pool=settings.pixel_pool)
+                                     compare=tuple(settings.pixel_compare), pool=settings.pixel_pool,
+                                     along=settings.pixel_along)
                            if settings.pixel_path else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)
             extra = DAMAGE_STATS if settings.pixel_dense and settings.dense_to_heads else 0
+            extra += self.pixels.along_dim if self.pixels is not None else 0
             self.branches = nn.ModuleList(MetricBranch(dim, settings.hidden, n_levels, settings.pool, extra)
                                           for _ in metrics)
         else:  # ablation: a plain VLM, one head per metric on mean-pooled target tokens
@@ -240,15 +242,27 @@ class Must(nn.Module):
     def feeds_damage(self) -> bool:
         return bool(self.settings.pixel_dense and self.settings.dense_to_heads and self.pixels is not None)
 
-    def score(self, q: torch.Tensor, damage: torch.Tensor | None = None):
-        """Quality tokens [..., N, D] (and, when the damage maps feed the heads, their summary
-        [..., M, 2]) -> level logits [..., M, L], routing [..., N, M], router logits [..., N, M]
+    @property
+    def feeds_along(self) -> bool:
+        return bool(self.pixels is not None and self.pixels.along_dim)
+
+    def _head_extra(self, fine: torch.Tensor | None, along: torch.Tensor | None) -> torch.Tensor | None:
+        """What the pixel path adds to every metric head beside the tokens -> [B, M, E] or None: the
+        damage maps' summary (its own metric's) and the summary along the structures (shared)."""
+        parts = [damage_summary(fine)] if self.feeds_damage else []
+        if along is not None:
+            parts.append(along[:, None, :].expand(-1, len(self.metrics), -1).float())
+        return torch.cat(parts, dim=-1) if parts else None
+
+    def score(self, q: torch.Tensor, extra: torch.Tensor | None = None):
+        """Quality tokens [..., N, D] (and what the pixel path adds to each head beside them,
+        [..., M, E]: `_head_extra`) -> level logits [..., M, L], routing [..., N, M], router logits [..., N, M]
         and each branch's metric-aware adaptation [..., N, M, D]. Leading dimensions are samples
         of one token grid, scored together."""
         route, raw = self.router(q)
         per_metric, deltas = [], []
         for m, branch in enumerate(self.branches):
-            level_logits, delta = branch(q, route[..., m], None if damage is None else damage[..., m, :])
+            level_logits, delta = branch(q, route[..., m], None if extra is None else extra[..., m, :])
             per_metric.append(level_logits)
             deltas.append(delta)
         return torch.stack(per_metric, dim=-2), route, raw, torch.stack(deltas, dim=-2)
@@ -258,16 +272,14 @@ class Must(nn.Module):
         level logits [B, M, L] and router logits [B, N, M] (and with `dense`, the damage-map
         logits [B, M, H/4, W/4]). What the pixel warm-up trains; equal to the full forward's while
         the encoder gate is closed. The batch is scored in one call (its samples share a grid)."""
-        need = dense or self.feeds_damage
-        feats, fine = self.pixels(channels, dense=True) if need else (self.pixels(channels), None)
-        damage = damage_summary(fine) if self.feeds_damage else None
-        logits, _, route, _ = self.score(feats, damage)
+        feats, fine, along = self._pixel_run(channels, dense)
+        logits, _, route, _ = self.score(feats, self._head_extra(fine, along))
         return (logits, route, fine) if dense else (logits, route)
 
     def _pixel_tokens(self, pixels: list[torch.Tensor] | None, roles: list[str], samples: list[int],
                       targets: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        """Per sample [N, D] pixel-path features of its target grid, and (when the damage maps feed
-        the heads) its damage summary [M, 2]; targets of one size share a batch. With
+        """Per sample [N, D] pixel-path features of its target grid, and what they add to the heads
+        [M, E] (`_head_extra`; None when nothing does); targets of one size share a batch. With
         `dihedral_scores` at inference, per sample [V, N, D] and [V, M, 2]: one per view (DIHEDRAL),
         the tokens in the given image's order."""
         if pixels is None:
@@ -278,7 +290,7 @@ class Must(nn.Module):
             aux = {roles[i]: align(pixels[i], size) for i in range(len(roles)) if samples[i] == b and i != t}
             stacks.append(self.pixels.channels(pixels[t], aux))
         out: list[torch.Tensor | None] = [None] * len(targets)
-        damage: list[torch.Tensor | None] | None = [None] * len(targets) if self.feeds_damage else None
+        damage: list[torch.Tensor | None] | None = [None] * len(targets) if self.feeds_damage or self.feeds_along else None
         views = self.settings.dihedral_scores and not self.training
         for size in dict.fromkeys(tuple(x.shape) for x in stacks):  # first-seen order: deterministic batches
             idx = [b for b, x in enumerate(stacks) if tuple(x.shape) == size]
@@ -290,13 +302,21 @@ class Must(nn.Module):
                     damage[b] = summary[j]
         return out, damage
 
+    def _pixel_run(self, channels: torch.Tensor, dense: bool = False):
+        """The pixel path on planes [B, C, H, W] -> (tokens, damage logits or None, summary along the
+        structures or None), computing the maps and the summary only where asked for or fed to heads."""
+        if self.feeds_along:
+            return self.pixels(channels, dense=dense or self.feeds_damage, along=True)
+        if dense or self.feeds_damage:
+            return (*self.pixels(channels, dense=True), None)
+        return self.pixels(channels), None, None
+
     def _pixel_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Planes [B, C, H, W] -> pixel tokens [B, N, D] and, when the damage maps feed the heads,
-        their summary [B, M, 2] (else None)."""
-        if not self.feeds_damage:
-            return self.pixels(batch), None
-        feats, fine = self.pixels(batch, dense=True)
-        return feats, damage_summary(fine).to(feats.dtype)
+        """Planes [B, C, H, W] -> pixel tokens [B, N, D] and what they add to the heads [B, M, E]
+        (damage-map summary, summary along the structures; None when neither feeds them)."""
+        feats, fine, along = self._pixel_run(batch)
+        extra = self._head_extra(fine, along)
+        return feats, None if extra is None else extra.to(feats.dtype)
 
     def _pixel_views(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`_pixel_batch` of every view of the batch (DIHEDRAL) -> [B, V, N, D] tokens in the given

@@ -24,7 +24,11 @@ warm-up can then tell the stem where a failure is to within 4 px, not only which
 holds it (with MustSettings.dense_to_heads, each map's mean and max also join its metric's
 head: how much of the image is damaged, as a number the head can read); `pool`, how the H/4
 features reach the token grid (TokenPool: "max", or "max+mean", which adds each window's mean:
-how much of it responds, not only how strongly). BatchNorm by default
+how much of it responds, not only how strongly); `along`, the H/4 features (and damage maps)
+averaged along the live frame's devices, the target's own devices and the true vessels (ALONG,
+along_pool), one vector per image that every metric head reads: how the target looks where its
+wire and vessels should be, over their whole length, where the token grid's 28 px windows mix
+a pixel-wide wire with its background. BatchNorm by default
 (statistics fixed by `freeze`), GroupNorm (`norm="group"`) for per-sample statistics.
 """
 
@@ -170,6 +174,35 @@ class TokenPool(nn.Module):
         return top if self.mode == "max" else torch.cat([top, F.avg_pool2d(x, self.kernel_size)], dim=1)
 
 
+# Where the target is judged along its true structures (PixelPath `along`): the live frame's
+# devices (its top-hat: the true wire and catheter), the target's own devices (its top-hat where the
+# reference's has none: a wire drawn where there is none shows here) and the true vessels (live -
+# reference: the contrast agent alone, both images needed).
+ALONG = ("live devices", "target devices", "true vessels")
+LIVE_MINUS_REFERENCE = 7  # that plane among the planes of PixelPath.channels
+
+
+def along_weights(x: torch.Tensor, cell: int = 4) -> torch.Tensor:
+    """Planes [B, C, H, W] of `channels` followed by the top-hat planes -> [B, len(ALONG), H/cell,
+    W/cell] weights >= 0 on the structures named by ALONG, max-pooled onto the cell grid (a wire a
+    pixel wide keeps its full strength) and squared (a strong response outweighs background
+    texture). A structure whose image is absent has zero weight."""
+    th = x[:, IN_CHANNELS:IN_CHANNELS + 3]
+    planes = torch.stack([th[:, 1], F.relu(th[:, 0] - th[:, 2]), F.relu(x[:, LIVE_MINUS_REFERENCE])], dim=1)
+    return F.max_pool2d(planes.float(), cell) ** 2
+
+
+def along_pool(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Features [B, C, h, w] averaged along each structure (weights [B, S, h, w]) -> [B, S * (C + 1)]:
+    per structure the weighted mean of every channel (zero where the structure has no weight) and
+    how much of the structure there is (log of 1 + its mean weight)."""
+    w = weights.to(features.dtype)
+    mass = w.sum(dim=(-2, -1))                                                    # [B, S]
+    mean = torch.einsum("bshw,bchw->bsc", w, features) / (mass[..., None] + 1e-6)  # [B, S, C]
+    size = torch.log1p(mass / (w.shape[-1] * w.shape[-2]))[..., None]
+    return torch.cat([mean, size], dim=-1).flatten(1)
+
+
 def _block(c_in: int, c_out: int, pool: bool, norm: str) -> nn.Sequential:
     layers = [nn.Conv2d(c_in, c_out, 3, padding=1), _norm(norm, c_out), nn.GELU()]
     return nn.Sequential(*layers, *([nn.MaxPool2d(2)] if pool else []))
@@ -180,7 +213,8 @@ class PixelPath(nn.Module):
     merged token [B, N, D]."""
 
     def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2,
-                 tophat: int = 0, dense: int = 0, compare: tuple[int, ...] = (), pool: str = "max"):
+                 tophat: int = 0, dense: int = 0, compare: tuple[int, ...] = (), pool: str = "max",
+                 along: bool = False):
         super().__init__()
         self.diff_gain = diff_gain  # differences are small in grey: scale them to the images' range
         if tophat and (tophat < 3 or tophat % 2 == 0):
@@ -222,6 +256,17 @@ class PixelPath(nn.Module):
             if patch not in (1, 2):
                 raise ValueError(f"dense damage maps need pixel patch 1 or 2 (an H/4 stage), got {patch}")
             self.dense = nn.Conv2d(width, dense, 1)
+        # the H/4 features (and damage maps) averaged along the true devices, the target's devices and
+        # the true vessels: how the target looks where its wire and vessels should be, over their
+        # whole length, as one vector per image (ALONG, along_pool)
+        self.along_dim = 0
+        if along:
+            if patch not in (1, 2) or not tophat:
+                raise ValueError("pooling along the structures needs pixel patch 1 or 2 (an H/4 stage) and the "
+                                 "top-hat planes (tophat) that find them")
+            self.along_dim = len(ALONG) * (width + 1 + dense)
+            self.along_norm = nn.LayerNorm(self.along_dim)
+        if dense or along:
             self._fine_at = next(i for i, m in enumerate(self.stem) if isinstance(m, TokenPool))
 
     def freeze(self) -> None:
@@ -274,10 +319,11 @@ class PixelPath(nn.Module):
         both = float(live and reference)
         return torch.tensor([1.0, float(live), float(reference)] + [both] * (2 * len(self.compare)))
 
-    def forward(self, x: torch.Tensor, dense: bool = False):
+    def forward(self, x: torch.Tensor, dense: bool = False, along: bool = False):
         """x [B, C, H, W] (planes of `channels`, optionally followed by `derived_planes`) with H, W
-        multiples of 28 -> [B, (H/28) * (W/28), D]; with `dense`, also the damage-map logits
-        [B, M, H/4, W/4] (needs the dense head)."""
+        multiples of 28 -> [B, (H/28) * (W/28), D]; with `dense`, (tokens, the damage-map logits
+        [B, M, H/4, W/4]) (needs the dense head); with `along`, (tokens, those logits or None, the
+        summary along the structures [B, along_dim]) (needs `along` at construction)."""
         if self.tophat and x.shape[1] == IN_CHANNELS:  # derived planes not given (the warm-up caches them)
             x = torch.cat([x, self.derived_planes(x)], dim=1)
         if x.shape[1] != self.in_channels:
@@ -286,12 +332,16 @@ class PixelPath(nn.Module):
                              + f", got {x.shape[1]}")
         if dense and self.dense is None:
             raise ValueError("this pixel path has no dense head (MustSettings.pixel_dense)")
+        if along and not self.along_dim:
+            raise ValueError("this pixel path does not pool along the structures (MustSettings.pixel_along)")
         # channels-last: the convolutions' fast layout on CPU (oneDNN; ~20 % less time per batch)
         h = x.contiguous(memory_format=torch.channels_last)
-        fine = None
+        fine = summary = None
         for i, layer in enumerate(self.stem):
-            if dense and i == self._fine_at:
-                fine = self.dense(h)                                      # [B, M, H/4, W/4]
+            if (dense or along) and i == self._fine_at:
+                fine = None if self.dense is None else self.dense(h)     # [B, M, H/4, W/4]
+                if along:
+                    summary = self._along(x, h, fine)
             h = layer(h)                                                  # finally [B, 2w, H/28, W/28]
         grid = (x.shape[-2] // UNIT, x.shape[-1] // UNIT)
         if tuple(h.shape[-2:]) != grid:  # patch 4: stride 16, area-pooled onto the token grid
@@ -300,7 +350,15 @@ class PixelPath(nn.Module):
         # crossing token borders, context of a gap)
         h = torch.cat([h, F.max_pool2d(h, 3, stride=1, padding=1)], dim=1)  # [B, 4w, h, w]
         tokens = self.out(h.flatten(2).transpose(1, 2))
+        if along:
+            return tokens, fine if dense else None, summary
         return (tokens, fine) if dense else tokens
+
+    def _along(self, x: torch.Tensor, h: torch.Tensor, fine: torch.Tensor | None) -> torch.Tensor:
+        """The H/4 features h [B, w, H/4, W/4] (and the damage maps) along the structures -> [B, along_dim]."""
+        weights = along_weights(x, x.shape[-1] // h.shape[-1])
+        feats = h if fine is None else torch.cat([h, torch.sigmoid(fine)], dim=1)
+        return self.along_norm(along_pool(feats.float(), weights).to(h.dtype))
 
 
 def align(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -1,0 +1,110 @@
+"""Pooling along the structures (MustSettings.pixel_along): the pixel path's H/4 features averaged
+along the live frame's devices, the target's devices and the true vessels, read by every head."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from casiqa.metrics import METRICS
+from casiqa.model.config import MustSettings
+from casiqa.model.pixel import ALONG, IN_CHANNELS, UNIT, PixelPath, along_pool, along_weights
+from finetune.config import CasIqaArguments
+
+
+def _planes(target, live=None, reference=None, tophat=5):
+    path = PixelPath(dim=8, width=8, tophat=tophat)
+    aux = {r: torch.as_tensor(a) for r, a in (("live", live), ("reference", reference)) if a is not None}
+    x = path.channels(torch.as_tensor(target), aux)[None]
+    return torch.cat([x, path.derived_planes(x)], dim=1)
+
+
+def _scene(size=56):
+    """A flat background, a dark wire in column 20 (live frame and target) and a dark vessel in
+    column 40 (reference and target): display grey, darker is lower."""
+    base = np.full((size, size), 0.6, np.float32)
+    live, reference = base.copy(), base.copy()
+    live[:, 20] -= 0.3
+    reference[:, 39:42] -= 0.3
+    target = reference.copy()
+    target[:, 20] -= 0.3
+    return target, live, reference
+
+
+def test_weights_lie_on_each_structure_and_vanish_without_its_image():
+    target, live, reference = _scene()
+    w = along_weights(_planes(target, live, reference))                    # [1, 3, 14, 14]
+    assert w.shape == (1, len(ALONG), 14, 14)
+    devices, drawn, vessels = w[0]
+    assert devices[:, 20 // 4].min() > 0 and devices.sum() == devices[:, 20 // 4].sum()
+    assert drawn[:, 20 // 4].min() > 0 and drawn[:, 40 // 4].max() == 0      # the vessel cancels against the reference
+    assert vessels[:, 40 // 4].min() > 0 and vessels[:, 20 // 4].max() == 0  # the wire is not a vessel
+    alone = along_weights(_planes(target))                                  # no auxiliary image
+    assert alone[0, 0].abs().sum() == 0 and alone[0, 2].abs().sum() == 0
+
+
+def test_pool_averages_each_structure_and_says_how_much_there_is():
+    feats = torch.zeros(1, 2, 4, 4)
+    feats[0, 0, :, 1] = 3.0
+    feats[0, 1] = 1.0
+    weights = torch.zeros(1, 2, 4, 4)
+    weights[0, 0, :, 1] = 2.0                                               # a structure in column 1; none in the other
+    out = along_pool(feats, weights).reshape(2, 3)
+    assert torch.allclose(out[0, :2], torch.tensor([3.0, 1.0]), atol=1e-5)
+    assert out[0, 2] > 0
+    assert torch.equal(out[1], torch.zeros(3))
+
+
+def test_path_returns_the_summary_and_the_same_tokens():
+    path = PixelPath(dim=16, width=16, tophat=5, dense=3, along=True).eval()
+    x = torch.randn(2, IN_CHANNELS, 2 * UNIT, 2 * UNIT)
+    with torch.no_grad():
+        tokens, fine, summary = path(x, dense=True, along=True)
+        plain = path(x)
+        _, none, again = path(x, along=True)
+    assert summary.shape == (2, path.along_dim) and path.along_dim == len(ALONG) * (16 + 1 + 3)
+    assert torch.equal(tokens, plain) and none is None and torch.equal(summary, again)
+    with pytest.raises(ValueError, match="does not pool along"):
+        PixelPath(dim=16, width=16, tophat=5)(x, along=True)
+    with pytest.raises(ValueError, match="top-hat"):
+        PixelPath(dim=16, width=16, along=True)
+
+
+def test_settings_refuse_pooling_along_without_the_top_hat():
+    with pytest.raises(ValueError, match="pixel_along needs"):
+        MustSettings(pixel_along=True)
+    with pytest.raises(ValueError, match="pixel_along needs"):
+        CasIqaArguments(pixel_along=True)
+
+
+@pytest.mark.parametrize("dense", [False, True])
+def test_the_heads_read_it_identically_in_the_full_forward_and_the_warm_up(tmp_path, dense):
+    """The warm-up's pixel-only scores equal the full model's while the encoder gate is closed,
+    also after save and reload, and they move with the summary."""
+    from casiqa.model.loading import TinySpec, build_tiny, load, save
+    from casiqa.model.pixel import align, images_from_patches
+
+    settings = MustSettings(pixel_tophat=5, pixel_dense=dense, pixel_along=True, pool="attention+mass")
+    model, processor = build_tiny(TinySpec(image_size=112, hidden=64, layers=1, vision_depth=2, vision_hidden=32,
+                                           must=settings))
+    save(model, processor, tmp_path)
+    model, processor = load(tmp_path)
+    must = model.model.must.eval()
+    assert must.feeds_along and must.pixels.along_dim
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(rng.integers(0, 255, (112, 112), dtype=np.uint8)).convert("RGB") for _ in range(3)]
+    content = [{"type": "image", "image_role": r} for r in ("target", "live", "reference")] + [{"type": "text", "text": "x"}]
+    text = processor.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                   add_generation_prompt=True)
+    enc = processor(text=[text], images=[imgs], return_tensors="pt")
+    ip = processor.image_processor
+    t, live, ref = images_from_patches(enc["pixel_values"], enc["image_grid_thw"], ip.patch_size, ip.merge_size,
+                                       ip.temporal_patch_size)
+    x = must.pixels.channels(t, {"live": align(live, tuple(t.shape)), "reference": ref})[None]
+    with torch.no_grad():
+        full = model(**enc).level_logits
+        alone = must.score_pixels(x)[0]
+        assert torch.allclose(full, alone, atol=1e-4)
+        assert full.shape == (1, len(METRICS), 5)
+        must.pixels.along_norm.bias.add_(1.0)   # another summary: the heads see it
+        assert not torch.allclose(must.score_pixels(x)[0], alone, atol=1e-4)
