@@ -75,8 +75,8 @@ def lora_config(args, model_args):
 
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
-                 "pixel_compare", "pixel_pool", "pixel_along", "pixel_dense", "pool", "use_aux", "aux_drop", "pixel_warmup_epochs",
-                 "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
+                 "pixel_compare", "pixel_pool", "pixel_along", "pixel_dense", "pool", "use_aux", "aux_drop",
+                 "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
                  "pixel_warmup_dense_weight", "pixel_warmup_dense_damaged_weight", "pixel_warmup_score_weight",
                  "pixel_warmup_metric_weights", "pixel_warmup_bf16", "tiny_hidden", "tiny_layers", "tiny_vision_depth",
                  "tiny_vision_hidden")
