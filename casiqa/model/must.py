@@ -12,7 +12,9 @@ For each sample (one target image, zero to two auxiliary images, aligned to it):
                     tokens (the gate starts closed, so a pixel-only warm-up trains the same heads);
   4. branches       each metric branch adapts the tokens (metric-aware tokens) and an attention pool,
                     biased by the routing weights (optionally joined by the routed mean, which counts
-                    how much is damaged), feeds that metric's head: logits over five levels.
+                    how much is damaged), feeds that metric's head: logits over five levels; the
+                    pixel path can add its damage maps' summary and its features along the true
+                    devices and vessels (pixel_dense, pixel_along) to every head.
 The LM receives, at the same positions, the target tokens plus their routed branch adaptations, and
 the depth-fused auxiliary tokens: the visual token count never changes. Every residual branch
 starts at zero, so an untrained MUST passes the encoder's tokens through unchanged.
@@ -206,7 +208,7 @@ class Must(nn.Module):
             logits = torch.stack([torch.stack([h(final[t].mean(dim=0)) for h in self.pooled_heads]) for t in targets])
             return MustResult(list(final), logits, [None] * batch_size, [None] * batch_size)
         fused = [self.depth(f, p) for f, p in zip(final, paths, strict=True)]
-        pixel_tokens, damage = (self._pixel_tokens(pixels, roles, samples, targets) if self.pixels is not None
+        pixel_tokens, extra = (self._pixel_tokens(pixels, roles, samples, targets) if self.pixels is not None
                                 else (None, None))
         tokens = list(fused)
         logits, routing, raw_logits = [], [], []
@@ -216,7 +218,7 @@ class Must(nn.Module):
             # the quality stream the router and heads read: the pixel path, joined by the encoder's
             # tokens through a gate that starts closed (a pixel-path warm-up leaves the heads as trained)
             q = x if pixel_tokens is None else pixel_tokens[b] + torch.tanh(self.vit_gate) * x
-            level_logits, route, raw, deltas = self.score(q, None if damage is None else damage[b])
+            level_logits, route, raw, deltas = self.score(q, None if extra is None else extra[b])
             if q.dim() == 3:  # views [V, N, D]: their mean level probabilities; routing from the image as given
                 level_logits = view_mean(level_logits)
                 route, raw, deltas = route[0], raw[0], deltas[0]
@@ -280,7 +282,7 @@ class Must(nn.Module):
                       targets: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
         """Per sample [N, D] pixel-path features of its target grid, and what they add to the heads
         [M, E] (`_head_extra`; None when nothing does); targets of one size share a batch. With
-        `dihedral_scores` at inference, per sample [V, N, D] and [V, M, 2]: one per view (DIHEDRAL),
+        `dihedral_scores` at inference, per sample [V, N, D] and [V, M, E]: one per view (DIHEDRAL),
         the tokens in the given image's order."""
         if pixels is None:
             raise ValueError("MUST's pixel path needs the images' pixels")
@@ -290,7 +292,7 @@ class Must(nn.Module):
             aux = {roles[i]: align(pixels[i], size) for i in range(len(roles)) if samples[i] == b and i != t}
             stacks.append(self.pixels.channels(pixels[t], aux))
         out: list[torch.Tensor | None] = [None] * len(targets)
-        damage: list[torch.Tensor | None] | None = [None] * len(targets) if self.feeds_damage or self.feeds_along else None
+        extra: list[torch.Tensor | None] | None = [None] * len(targets) if self.feeds_damage or self.feeds_along else None
         views = self.settings.dihedral_scores and not self.training
         for size in dict.fromkeys(tuple(x.shape) for x in stacks):  # first-seen order: deterministic batches
             idx = [b for b, x in enumerate(stacks) if tuple(x.shape) == size]
@@ -298,9 +300,9 @@ class Must(nn.Module):
             feats, summary = self._pixel_views(batch) if views else self._pixel_batch(batch)
             for j, b in enumerate(idx):
                 out[b] = feats[j]
-                if damage is not None:
-                    damage[b] = summary[j]
-        return out, damage
+                if extra is not None:
+                    extra[b] = summary[j]
+        return out, extra
 
     def _pixel_run(self, channels: torch.Tensor, dense: bool = False):
         """The pixel path on planes [B, C, H, W] -> (tokens, damage logits or None, summary along the
@@ -320,7 +322,7 @@ class Must(nn.Module):
 
     def _pixel_views(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """`_pixel_batch` of every view of the batch (DIHEDRAL) -> [B, V, N, D] tokens in the given
-        image's order and [B, V, M, 2]. Views of one shape (all eight for a square image, else the
+        image's order and [B, V, M, E]. Views of one shape (all eight for a square image, else the
         even and the odd quarter turns) run as one batch."""
         n = batch.shape[0]
         feats: list = [None] * len(DIHEDRAL)
