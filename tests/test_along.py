@@ -1,12 +1,11 @@
 """Pooling along the structures (MustSettings.pixel_along): the pixel path's H/4 features averaged
-along the live frame's devices, the target's devices and the true vessels, read by every head."""
+along the live frame's devices, the target's devices and the true vessels, read by every head. That the heads read it identically in the full forward and the warm-up is
+tested with the damage maps (tests/test_damage.py)."""
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from casiqa.metrics import METRICS
 from casiqa.model.config import MustSettings
 from casiqa.model.pixel import ALONG, IN_CHANNELS, UNIT, PixelPath, along_pool, along_weights
 from finetune.config import CasIqaArguments
@@ -75,36 +74,3 @@ def test_settings_refuse_pooling_along_without_the_top_hat():
         MustSettings(pixel_along=True)
     with pytest.raises(ValueError, match="pixel_along needs"):
         CasIqaArguments(pixel_along=True)
-
-
-@pytest.mark.parametrize("dense", [False, True])
-def test_the_heads_read_it_identically_in_the_full_forward_and_the_warm_up(tmp_path, dense):
-    """The warm-up's pixel-only scores equal the full model's while the encoder gate is closed,
-    also after save and reload, and they move with the summary."""
-    from casiqa.model.loading import TinySpec, build_tiny, load, save
-    from casiqa.model.pixel import align, images_from_patches
-
-    settings = MustSettings(pixel_tophat=5, pixel_dense=dense, pixel_along=True, pool="attention+mass")
-    model, processor = build_tiny(TinySpec(image_size=112, hidden=64, layers=1, vision_depth=2, vision_hidden=32,
-                                           must=settings))
-    save(model, processor, tmp_path)
-    model, processor = load(tmp_path)
-    must = model.model.must.eval()
-    assert must.feeds_along and must.pixels.along_dim
-    rng = np.random.default_rng(0)
-    imgs = [Image.fromarray(rng.integers(0, 255, (112, 112), dtype=np.uint8)).convert("RGB") for _ in range(3)]
-    content = [{"type": "image", "image_role": r} for r in ("target", "live", "reference")] + [{"type": "text", "text": "x"}]
-    text = processor.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                   add_generation_prompt=True)
-    enc = processor(text=[text], images=[imgs], return_tensors="pt")
-    ip = processor.image_processor
-    t, live, ref = images_from_patches(enc["pixel_values"], enc["image_grid_thw"], ip.patch_size, ip.merge_size,
-                                       ip.temporal_patch_size)
-    x = must.pixels.channels(t, {"live": align(live, tuple(t.shape)), "reference": ref})[None]
-    with torch.no_grad():
-        full = model(**enc).level_logits
-        alone = must.score_pixels(x)[0]
-        assert torch.allclose(full, alone, atol=1e-4)
-        assert full.shape == (1, len(METRICS), 5)
-        must.pixels.along_norm.bias.add_(1.0)   # another summary: the heads see it
-        assert not torch.allclose(must.score_pixels(x)[0], alone, atol=1e-4)

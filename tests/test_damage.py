@@ -111,20 +111,21 @@ def test_mass_pooling_counts_what_attention_pooling_averages():
         MustSettings(pool="sum")
 
 
-def test_damage_maps_feed_the_heads_identically_in_the_full_forward_and_the_warm_up(tmp_path):
-    """With pixel_dense (and dense_to_heads), each head reads its map's mean and max; the warm-up's
-    pixel-only scores still equal the full model's while the encoder gate is closed, also after
-    save and reload."""
+@pytest.mark.parametrize(("dense", "along"), [(True, False), (True, True), (False, True)])
+def test_damage_maps_feed_the_heads_identically_in_the_full_forward_and_the_warm_up(tmp_path, dense, along):
+    """With pixel_dense (and dense_to_heads), each head reads its map's mean and max, with
+    pixel_along the summary along the structures; the warm-up's pixel-only scores still equal the
+    full model's while the encoder gate is closed, also after save and reload."""
     from casiqa.model.loading import TinySpec, build_tiny, load, save
     from casiqa.model.pixel import align, images_from_patches
 
-    settings = MustSettings(pixel_tophat=5, pixel_dense=True, pool="attention+mass")
+    settings = MustSettings(pixel_tophat=5, pixel_dense=dense, pixel_along=along, pool="attention+mass")
     model, processor = build_tiny(TinySpec(image_size=112, hidden=64, layers=1, vision_depth=2, vision_hidden=32,
                                            must=settings))
     save(model, processor, tmp_path)
     model, processor = load(tmp_path)
     must = model.model.must.eval()
-    assert must.feeds_damage and must.pixels.dense is not None
+    assert must.feeds_damage == dense and (must.pixels.dense is not None) == dense and must.feeds_along == along
     rng = np.random.default_rng(0)
     imgs = [Image.fromarray(rng.integers(0, 255, (112, 112), dtype=np.uint8)).convert("RGB") for _ in range(3)]
     content = [{"type": "image", "image_role": r} for r in ("target", "live", "reference")] + [{"type": "text", "text": "x"}]
@@ -137,11 +138,16 @@ def test_damage_maps_feed_the_heads_identically_in_the_full_forward_and_the_warm
     x = must.pixels.channels(t, {"live": align(live, tuple(t.shape)), "reference": ref})[None]
     with torch.no_grad():
         full = model(**enc).level_logits
-        alone, _, fine = must.score_pixels(x, dense=True)
+        alone = must.score_pixels(x)[0]
         assert torch.allclose(full, alone, atol=1e-4)
-        assert fine.shape == (1, len(METRICS), 28, 28)
-        must.pixels.dense.bias.add_(3.0)   # more predicted damage: the heads see it
-        assert not torch.allclose(must.score_pixels(x)[0], alone, atol=1e-4)
+        if dense:
+            assert must.score_pixels(x, dense=True)[2].shape == (1, len(METRICS), 28, 28)
+            must.pixels.dense.bias.add_(3.0)   # more predicted damage: the heads see it
+            assert not torch.allclose(must.score_pixels(x)[0], alone, atol=1e-4)
+            alone = must.score_pixels(x)[0]
+        if along:
+            must.pixels.along_norm.bias.add_(1.0)   # another summary along the structures: the heads see it
+            assert not torch.allclose(must.score_pixels(x)[0], alone, atol=1e-4)
 
 
 @pytest.mark.parametrize(("failure", "message"), [
