@@ -1,6 +1,7 @@
 """Pooling along the structures (MustSettings.pixel_along): the pixel path's H/4 features averaged
-along the live frame's devices, the target's devices and the true vessels, read by every head. That the heads read it identically in the full forward and the warm-up is
-tested with the damage maps (tests/test_damage.py)."""
+along the live frame's devices, the target's devices and the true vessels, read by every head.
+That the heads read it identically in the full forward and the warm-up is tested with the damage
+maps (tests/test_damage.py)."""
 
 import numpy as np
 import pytest
