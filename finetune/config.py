@@ -96,11 +96,10 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_dense_weight must be >= 0")
         if self.pixel_warmup_dense_weight and not self.pixel_dense:
             raise ValueError("pixel_warmup_dense_weight needs pixel_dense: true (the head it trains)")
-        from casiqa.model.pixel import POOLS, check_compare
+        from casiqa.model.pixel import POOLS, check_along, check_compare
 
         check_compare(self.pixel_compare, self.pixel_tophat)  # the pixel path's own check, at parse time
-        if self.pixel_along and not (self.pixel_path and self.pixel_tophat):
-            raise ValueError("pixel_along needs pixel_path and pixel_tophat (the top-hat planes find the structures)")
+        check_along(self.pixel_along, self.pixel_path, self.pixel_tophat)
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
         if self.pool not in ("attention", "attention+mass"):

@@ -42,13 +42,11 @@ class MustSettings:
             raise ValueError(f"pool must be 'attention' or 'attention+mass', got {self.pool!r}")
         if self.temperature <= 0 or self.top_k < 1 or self.hidden < 1:
             raise ValueError("temperature must be > 0, top_k and hidden >= 1")
-        from casiqa.model.pixel import POOLS
+        from casiqa.model.pixel import POOLS, check_along
 
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
-        if self.pixel_along and not (self.pixel_path and self.pixel_tophat):
-            raise ValueError("pixel_along needs the pixel path with its top-hat planes (pixel_tophat), which find "
-                             "the structures it pools along")
+        check_along(self.pixel_along, self.pixel_path, self.pixel_tophat)
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 

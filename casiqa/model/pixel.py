@@ -182,6 +182,14 @@ ALONG = ("live devices", "target devices", "true vessels")
 LIVE_MINUS_REFERENCE = 7  # that plane among the planes of PixelPath.channels
 
 
+def check_along(along: bool, pixel_path: bool, tophat: int) -> None:
+    """Pooling along the structures is possible: the pixel path is on and has the top-hat planes
+    that find the structures."""
+    if along and not (pixel_path and tophat):
+        raise ValueError("pixel_along needs the pixel path (pixel_path) with its top-hat planes (pixel_tophat), "
+                         "which find the structures it pools along")
+
+
 def along_weights(x: torch.Tensor, cell: int = 4) -> torch.Tensor:
     """Planes [B, C, H, W] of `channels` followed by the top-hat planes -> [B, len(ALONG), H/cell,
     W/cell] weights >= 0 on the structures named by ALONG, max-pooled onto the cell grid (a wire a
