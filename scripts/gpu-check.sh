@@ -3,13 +3,14 @@
 # -7B recipes on random weights (the real architectures' memory and speed, nothing downloaded), and
 # the shipped model's latency on the GPU. Each step runs even if one before it failed.
 #   bash scripts/gpu-check.sh                  # results in results/gpu-check/
-#   PY=python3 OUT_DIR=/tmp/out STEPS=6 bash scripts/gpu-check.sh
+#   PY=python3 OUT_DIR=/tmp/out STEPS=6 SIZES=3b bash scripts/gpu-check.sh   # the 3B recipe only
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT_DIR=${OUT_DIR:-results/gpu-check}
 DATA=${DATA:-data/phantom-gpu-check}
 STEPS=${STEPS:-8}
+SIZES=${SIZES:-3b 7b}
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT_DIR"
 failed=()
@@ -26,7 +27,7 @@ step() {  # step NAME COMMAND...: run it, log it to OUT_DIR/NAME.log, remember a
 $PY -c "import torch; print(torch.__version__, torch.cuda.get_device_name())" || exit 1
 [ -f "$DATA/dataset_dict.json" ] || step phantom $PY -m casiqa.phantom --n 200 --seed 1 --out "$DATA" --workers 8
 step pytest-gpu $PY -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider
-for size in 3b 7b; do
+for size in $SIZES; do
     step "train-$size" $PY -m benchmarks.bench_train --config "finetune/recipes/qwen2.5-vl-$size.yaml" \
         --model_name_or_path "random:qwen2.5-vl-$size" --data "$DATA" --max_steps "$STEPS" \
         --json_out "$OUT_DIR/train-$size.json"
