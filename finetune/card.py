@@ -61,8 +61,9 @@ def _stages(args, training_args) -> str:
     compare = list(getattr(args, "pixel_compare", None) or [])
     tophat += f", device-comparison planes at {'/'.join(map(str, compare))} px" if compare else ""
     tophat += ", max+mean token pooling" if getattr(args, "pixel_pool", "max") == "max+mean" else ""
-    tophat += ", heads reading the features along the true devices and vessels" if getattr(args, "pixel_along", False) \
-        else ""
+    if getattr(args, "pixel_along", False):
+        tophat += ", heads reading the features along the true devices and vessels" + (
+            " (each head its own metric's)" if getattr(args, "pixel_along_own", False) else "")
     tophat += ", bf16 autocast" if getattr(args, "pixel_warmup_bf16", False) else ""
     weights = getattr(args, "pixel_warmup_metric_weights", None)
     weights = f", metric weights {'/'.join(f'{w:g}' for w in weights)}" if weights and len(set(weights)) > 1 else ""

@@ -26,6 +26,9 @@ class CasIqaArguments:
         "help": "the metric heads also read the stem's H/4 features averaged along the live frame's devices, the "
                 "target's devices and the true vessels (how the target looks where its wire and vessels should be, "
                 "over their whole length); needs pixel_tophat"})
+    pixel_along_own: bool = field(default=False, metadata={
+        "help": "with pixel_along: each metric head reads only the structures its metric judges (guidewire: the "
+                "devices; branches: the vessels; artefacts: all), each normalised on its own"})
     pixel_dense: bool = field(default=False, metadata={
         "help": "a 1x1 head on the stem's H/4 features, trained in the warm-up on dense damage maps"})
     dihedral_scores: bool = field(default=False, metadata={
@@ -99,7 +102,7 @@ class CasIqaArguments:
         from casiqa.model.pixel import POOLS, check_along, check_compare
 
         check_compare(self.pixel_compare, self.pixel_tophat)  # the pixel path's own check, at parse time
-        check_along(self.pixel_along, self.pixel_path, self.pixel_tophat)
+        check_along(self.pixel_along, self.pixel_path, self.pixel_tophat, self.pixel_along_own)
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
         if self.pool not in ("attention", "attention+mass"):

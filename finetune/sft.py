@@ -30,7 +30,7 @@ def build_model(args, model_args, training_args):
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
                         pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat, pixel_dense=args.pixel_dense,
                         pixel_compare=list(args.pixel_compare), pixel_width=args.pixel_width,
-                        pixel_pool=args.pixel_pool, pixel_along=args.pixel_along,
+                        pixel_pool=args.pixel_pool, pixel_along=args.pixel_along, pixel_along_own=args.pixel_along_own,
                         dihedral_scores=args.dihedral_scores, pool=args.pool)
     name = model_args.model_name_or_path or "tiny"
     if name == "tiny":
@@ -75,7 +75,7 @@ def lora_config(args, model_args):
 
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
-                 "pixel_compare", "pixel_pool", "pixel_along", "pixel_dense", "pool", "use_aux", "aux_drop",
+                 "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_dense", "pool", "use_aux", "aux_drop",
                  "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
                  "pixel_warmup_dense_weight", "pixel_warmup_dense_damaged_weight", "pixel_warmup_score_weight",
                  "pixel_warmup_metric_weights", "pixel_warmup_bf16", "tiny_hidden", "tiny_layers", "tiny_vision_depth",

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from casiqa.metrics import METRICS
 from casiqa.model.config import MustSettings
-from casiqa.model.pixel import ALONG, IN_CHANNELS, UNIT, PixelPath, along_pool, along_weights
+from casiqa.model.must import Must
+from casiqa.model.pixel import ALONG, ALONG_OF, IN_CHANNELS, UNIT, PixelPath, along_mask, along_pool, along_weights
 from finetune.config import CasIqaArguments
 
 
@@ -75,3 +77,35 @@ def test_settings_refuse_pooling_along_without_the_top_hat():
         MustSettings(pixel_along=True)
     with pytest.raises(ValueError, match="pixel_along needs"):
         CasIqaArguments(pixel_along=True)
+    with pytest.raises(ValueError, match="pixel_along_own .* needs pixel_along"):
+        MustSettings(pixel_tophat=5, pixel_along_own=True)
+    with pytest.raises(ValueError, match="pixel_along_own .* needs pixel_along"):
+        CasIqaArguments(pixel_tophat=5, pixel_along_own=True)
+
+
+def test_every_metric_names_the_structures_its_head_reads():
+    mask = along_mask(METRICS)
+    assert set(ALONG_OF) == set(METRICS) and mask.shape == (len(METRICS), len(ALONG))
+    wire, branches = METRICS.index("guidewire_visibility"), METRICS.index("branch_discernibility")
+    assert mask[wire].tolist() == [1.0, 1.0, 0.0] and mask[branches].tolist() == [0.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match="sharpness"):
+        along_mask(("sharpness",))
+
+
+@pytest.mark.parametrize("own", [False, True])
+def test_with_own_structures_the_branch_head_reads_nothing_of_the_devices(own):
+    """What happens on the devices (features there, and how much of them there is) reaches the
+    branch head only when the heads share every structure: with pixel_along_own neither the mask
+    nor the normalisation lets it through, and the guidewire head still sees it."""
+    settings = MustSettings(pixel_tophat=5, pixel_width=8, pixel_along=True, pixel_along_own=own)
+    must = Must(settings, dim=16, patch_dim=16, metrics=METRICS, n_levels=5, n_paths=1).eval()
+    target, live, reference = _scene()
+    x = _planes(target, live, reference)
+    torch.manual_seed(0)
+    h = torch.randn(1, 8, 14, 14)
+    moved = h.clone()
+    moved[..., 20 // 4] += 5.0                       # another look along the wire's column; the vessel's untouched
+    a, b = (must._head_extra(None, must.pixels._along(x, f, None)) for f in (h, moved))
+    wire, branches = METRICS.index("guidewire_visibility"), METRICS.index("branch_discernibility")
+    assert not torch.allclose(a[:, wire], b[:, wire])
+    assert torch.allclose(a[:, branches], b[:, branches]) is own

@@ -111,21 +111,25 @@ def test_mass_pooling_counts_what_attention_pooling_averages():
         MustSettings(pool="sum")
 
 
-@pytest.mark.parametrize(("dense", "along"), [(True, False), (True, True), (False, True)])
-def test_damage_maps_feed_the_heads_identically_in_the_full_forward_and_the_warm_up(tmp_path, dense, along):
+@pytest.mark.parametrize(("dense", "along", "own"), [(True, False, False), (True, True, False), (False, True, False),
+                                                     (True, True, True)])
+def test_damage_maps_feed_the_heads_identically_in_the_full_forward_and_the_warm_up(tmp_path, dense, along, own):
     """With pixel_dense (and dense_to_heads), each head reads its map's mean and max, with
-    pixel_along the summary along the structures; the warm-up's pixel-only scores still equal the
-    full model's while the encoder gate is closed, also after save and reload."""
+    pixel_along the summary along the structures (with pixel_along_own, its own structures'); the
+    warm-up's pixel-only scores still equal the full model's while the encoder gate is closed, also
+    after save and reload."""
     from casiqa.model.loading import TinySpec, build_tiny, load, save
     from casiqa.model.pixel import align, images_from_patches
 
-    settings = MustSettings(pixel_tophat=5, pixel_dense=dense, pixel_along=along, pool="attention+mass")
+    settings = MustSettings(pixel_tophat=5, pixel_dense=dense, pixel_along=along, pixel_along_own=own,
+                            pool="attention+mass")
     model, processor = build_tiny(TinySpec(image_size=112, hidden=64, layers=1, vision_depth=2, vision_hidden=32,
                                            must=settings))
     save(model, processor, tmp_path)
     model, processor = load(tmp_path)
     must = model.model.must.eval()
     assert must.feeds_damage == dense and (must.pixels.dense is not None) == dense and must.feeds_along == along
+    assert must.settings.pixel_along_own == own and must.pixels.along_own == (own and along)  # kept by save and load
     rng = np.random.default_rng(0)
     imgs = [Image.fromarray(rng.integers(0, 255, (112, 112), dtype=np.uint8)).convert("RGB") for _ in range(3)]
     content = [{"type": "image", "image_role": r} for r in ("target", "live", "reference")] + [{"type": "text", "text": "x"}]

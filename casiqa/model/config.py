@@ -25,6 +25,7 @@ class MustSettings:
     pixel_pool: str = "max"                  # onto the token grid: "max", or "max+mean" (also how much of a window)
     pixel_along: bool = False                # the heads also read the H/4 features averaged along the true devices
                                              # and vessels (pixel.ALONG; needs pixel_tophat)
+    pixel_along_own: bool = False            # with pixel_along: each head reads only its metric's structures (ALONG_OF)
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)
     dihedral_scores: bool = False            # inference: heads averaged over the pixel path's 8 flips and rotations
     cross_attention: bool = True             # target tokens also attend to all aux tokens
@@ -46,7 +47,7 @@ class MustSettings:
 
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
-        check_along(self.pixel_along, self.pixel_path, self.pixel_tophat)
+        check_along(self.pixel_along, self.pixel_path, self.pixel_tophat, self.pixel_along_own)
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 

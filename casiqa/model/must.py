@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from casiqa.model.config import MustSettings
-from casiqa.model.pixel import DIHEDRAL, UNIT, PixelPath, align, dihedral, undo_dihedral
+from casiqa.model.pixel import ALONG, DIHEDRAL, UNIT, PixelPath, align, along_mask, dihedral, undo_dihedral
 
 
 def zero_linear(d_in: int, d_out: int) -> nn.Linear:
@@ -183,7 +183,7 @@ class Must(nn.Module):
             self.pixels = (PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch, tophat=settings.pixel_tophat,
                                      dense=len(metrics) if settings.pixel_dense else 0,
                                      compare=tuple(settings.pixel_compare), pool=settings.pixel_pool,
-                                     along=settings.pixel_along)
+                                     along=settings.pixel_along, along_own=settings.pixel_along_own)
                            if settings.pixel_path else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)
@@ -250,10 +250,14 @@ class Must(nn.Module):
 
     def _head_extra(self, fine: torch.Tensor | None, along: torch.Tensor | None) -> torch.Tensor | None:
         """What the pixel path adds to every metric head beside the tokens -> [B, M, E] or None: the
-        damage maps' summary (its own metric's) and the summary along the structures (shared)."""
+        damage maps' summary (its own metric's) and the summary along the structures (every
+        structure's, or with pixel_along_own its own metric's, the others zero)."""
         parts = [damage_summary(fine)] if self.feeds_damage else []
         if along is not None:
-            parts.append(along[:, None, :].expand(-1, len(self.metrics), -1).float())
+            per = along.float().unflatten(1, (len(ALONG), -1))[:, None]               # [B, 1, S, F]
+            if self.settings.pixel_along_own:  # made here, not in __init__: a model built on the meta
+                per = per * along_mask(self.metrics).to(per.device)[None, :, :, None]  # device has no values
+            parts.append(per.expand(-1, len(self.metrics), -1, -1).flatten(2))      # [B, M, S * F]
         return torch.cat(parts, dim=-1) if parts else None
 
     def score(self, q: torch.Tensor, extra: torch.Tensor | None = None):

@@ -26,9 +26,10 @@ head: how much of the image is damaged, as a number the head can read); `pool`, 
 features reach the token grid (TokenPool: "max", or "max+mean", which adds each window's mean:
 how much of it responds, not only how strongly); `along`, the H/4 features (and damage maps)
 averaged along the live frame's devices, the target's own devices and the true vessels (ALONG,
-along_pool), one vector per image that every metric head reads: how the target looks where its
-wire and vessels should be, over their whole length, where the token grid's 28 px windows mix
-a pixel-wide wire with its background. BatchNorm by default
+along_pool), one vector per image that every metric head reads (with `along_own`, each head only
+the structures its metric judges, ALONG_OF): how the target looks where its wire and vessels
+should be, over their whole length, where the token grid's 28 px windows mix a pixel-wide wire
+with its background. BatchNorm by default
 (statistics fixed by `freeze`), GroupNorm (`norm="group"`) for per-sample statistics.
 """
 
@@ -179,15 +180,30 @@ class TokenPool(nn.Module):
 # reference's has none: a wire drawn where there is none shows here) and the true vessels (live -
 # reference: the contrast agent alone, both images needed).
 ALONG = ("live devices", "target devices", "true vessels")
+# with `along_own` (MustSettings.pixel_along_own), what each metric's head reads of ALONG: the structures
+# its metric judges (artefacts can lie on any of them)
+ALONG_OF = {"guidewire_visibility": ("live devices", "target devices"),
+            "branch_discernibility": ("true vessels",),
+            "artifact_interference": ALONG}
 LIVE_MINUS_REFERENCE = 7  # that plane among the planes of PixelPath.channels
 
 
-def check_along(along: bool, pixel_path: bool, tophat: int) -> None:
+def check_along(along: bool, pixel_path: bool, tophat: int, own: bool = False) -> None:
     """Pooling along the structures is possible: the pixel path is on and has the top-hat planes
-    that find the structures."""
+    that find the structures (and `own`, each head its own structures, needs the pooling)."""
     if along and not (pixel_path and tophat):
         raise ValueError("pixel_along needs the pixel path (pixel_path) with its top-hat planes (pixel_tophat), "
                          "which find the structures it pools along")
+    if own and not along:
+        raise ValueError("pixel_along_own (each head reads only its own structures) needs pixel_along: true")
+
+
+def along_mask(metrics: tuple[str, ...]) -> torch.Tensor:
+    """[M, len(ALONG)]: 1 where a metric's head reads a structure (ALONG_OF)."""
+    unknown = [m for m in metrics if m not in ALONG_OF]
+    if unknown:
+        raise ValueError(f"no structures to pool along are named for {', '.join(unknown)} (pixel.ALONG_OF)")
+    return torch.tensor([[float(s in ALONG_OF[m]) for s in ALONG] for m in metrics])
 
 
 def along_weights(x: torch.Tensor, cell: int = 4) -> torch.Tensor:
@@ -222,7 +238,7 @@ class PixelPath(nn.Module):
 
     def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2,
                  tophat: int = 0, dense: int = 0, compare: tuple[int, ...] = (), pool: str = "max",
-                 along: bool = False):
+                 along: bool = False, along_own: bool = False):
         super().__init__()
         self.diff_gain = diff_gain  # differences are small in grey: scale them to the images' range
         if tophat and (tophat < 3 or tophat % 2 == 0):
@@ -267,13 +283,16 @@ class PixelPath(nn.Module):
         # the H/4 features (and damage maps) averaged along the true devices, the target's devices and
         # the true vessels: how the target looks where its wire and vessels should be, over their
         # whole length, as one vector per image (ALONG, along_pool)
-        self.along_dim = 0
+        self.along_dim, self.along_own = 0, along and along_own
         if along:
             if patch not in (1, 2) or not tophat:
                 raise ValueError("pooling along the structures needs pixel patch 1 or 2 (an H/4 stage) and the "
                                  "top-hat planes (tophat) that find them")
             self.along_dim = len(ALONG) * (width + 1 + dense)
-            self.along_norm = nn.LayerNorm(self.along_dim)
+            # along_own: each structure normalised on its own, so that no structure's values reach
+            # another's through the normalisation (a head reading only the vessels reads nothing of
+            # the devices); else one normalisation over the whole vector
+            self.along_norm = nn.LayerNorm(width + 1 + dense if along_own else self.along_dim)
         if dense or along:
             self._fine_at = next(i for i, m in enumerate(self.stem) if isinstance(m, TokenPool))
 
@@ -366,7 +385,10 @@ class PixelPath(nn.Module):
         """The H/4 features h [B, w, H/4, W/4] (and the damage maps) along the structures -> [B, along_dim]."""
         weights = along_weights(x, x.shape[-1] // h.shape[-1])
         feats = h if fine is None else torch.cat([h, torch.sigmoid(fine)], dim=1)
-        return self.along_norm(along_pool(feats.float(), weights).to(h.dtype))
+        pooled = along_pool(feats.float(), weights).to(h.dtype)
+        if self.along_own:
+            return self.along_norm(pooled.unflatten(1, (len(ALONG), -1))).flatten(1)
+        return self.along_norm(pooled)
 
 
 def align(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
