@@ -255,8 +255,9 @@ class Must(nn.Module):
         parts = [damage_summary(fine)] if self.feeds_damage else []
         if along is not None:
             per = along.float().unflatten(1, (len(ALONG), -1))[:, None]               # [B, 1, S, F]
-            if self.settings.pixel_along_own:  # made here, not in __init__: a model built on the meta
-                per = per * along_mask(self.metrics).to(per.device)[None, :, :, None]  # device has no values
+            # the mask is made here, not in __init__: a model built on the meta device holds no values
+            if self.settings.pixel_along_own:
+                per = per * along_mask(self.metrics).to(per.device)[None, :, :, None]   # [B, M, S, F]
             parts.append(per.expand(-1, len(self.metrics), -1, -1).flatten(2))      # [B, M, S * F]
         return torch.cat(parts, dim=-1) if parts else None
 
