@@ -79,6 +79,26 @@ def kind_table(kinds: dict) -> list[str]:
     return lines + [""]
 
 
+def explanation_table(named: dict) -> list[str]:
+    """Markdown lines: whether CAS-IQA's explanations name the rows' failures
+    (evals.scoring.explanation_kinds)."""
+    def pct(v):
+        return "" if v is None else f"{v:.0%}"
+    lines = ["## Do the explanations name the failures?", "",
+             "Each explanation read back into the phantom's failure kinds (casiqa.phantom.facts.named_kinds). "
+             "On rows with failures of the metric: the worst one named, the share of their failures named "
+             "(recall), the share of the kinds named that the row has (precision); on rows without: the share "
+             "that names none.", "",
+             "| metric | rows with failures | worst named | recall | precision | rows without | naming none |",
+             "|---|---|---|---|---|---|---|"]
+    for m in METRICS:
+        r = named.get(m)
+        if r:
+            lines.append(f"| {m} | {r['n_failed']} | {pct(r['worst_named'])} | {pct(r['kind_recall'])} | "
+                         f"{pct(r['kind_precision'])} | {r['n_clean']} | {pct(r['clean_right'])} |")
+    return lines + [""]
+
+
 def write_report(out: Path, metrics: dict, systems: dict) -> None:
     lines = [f"# Eval: {metrics['model']} on {metrics['data']} [{metrics['split']}]", "",
              f"{metrics['n_rows']} rows; schema-valid outputs {metrics['schema_valid_rate']:.1%}; "
@@ -99,6 +119,8 @@ def write_report(out: Path, metrics: dict, systems: dict) -> None:
     lines += ["PLCC and RMSE after the 4-parameter logistic fit (VQEG); SRCC/KRCC/PLCC by scipy.", ""]
     if metrics.get("by_failure_kind"):
         lines += kind_table(metrics["by_failure_kind"])
+    if metrics.get("explanation_kinds"):
+        lines += explanation_table(metrics["explanation_kinds"])
     lines += ["## Plots", ""]
     if "CAS-IQA" in systems:
         pred, truth = systems["CAS-IQA"]

@@ -28,7 +28,7 @@ from casiqa.inputs import AssessInput
 from casiqa.metrics import METRICS
 from casiqa.schema import Assessment
 from evals.results import ResultsWriter, read_done
-from evals.scoring import by_failure_kind, confusion, latency, metric_table
+from evals.scoring import by_failure_kind, confusion, explanation_kinds, latency, metric_table
 
 
 @dataclass
@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     if valid:
         failures = [failure_list(r) for r, res in zip(rows, ordered, strict=True) if res["valid"]]
         metrics["by_failure_kind"] = by_failure_kind(failures, *systems["CAS-IQA"])
+        if cfg.generate:  # do the explanations name the failures the rows have?
+            explanations = [{m: v["explanation"] for m, v in validate(r["raw"])[0]["metrics"].items()} for r in valid]
+            metrics["explanation_kinds"] = explanation_kinds(failures, explanations)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out, metrics, systems)
     print((out / "report.md").read_text().split("## Plots")[0])

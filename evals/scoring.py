@@ -112,3 +112,37 @@ def dense_map_fit(pred: np.ndarray, maps: np.ndarray, truth: np.ndarray) -> dict
                   "damaged_srcc": rho(inside, t[hit].max(axis=1)),
                   "clean_max": round(float(p[~hit].max(axis=1).mean()), 3) if (~hit).any() else None}
     return out
+
+
+def explanation_kinds(failures: list[list[dict] | None], explanations: list[dict[str, str]]) -> dict:
+    """Per metric, whether the explanations name the failures the rows have (the phantom's kinds,
+    read back by casiqa.phantom.facts.named_kinds): on rows with failures of the metric, the share
+    whose worst failure (highest severity) is named, the share of all their failures named
+    (recall) and the share of the kinds named that the row has (precision); on rows without, the
+    share that names none. Rows without failure records are left out."""
+    from casiqa.phantom.facts import named_kinds
+
+    out = {}
+    for m in METRICS:
+        worst = recall = named_right = named_all = 0
+        failed = clean = clean_right = 0
+        for fails, expl in zip(failures, explanations, strict=True):
+            if fails is None:
+                continue
+            own = [f for f in fails if f["metric"] == m]
+            named = named_kinds(expl.get(m, ""), m)
+            if not own:
+                clean += 1
+                clean_right += not named
+                continue
+            true = {f["kind"] for f in own}
+            failed += 1
+            worst += max(own, key=lambda f: f["severity"])["kind"] in named
+            recall += len(true & named) / len(true)
+            named_right += len(true & named)
+            named_all += len(named)
+        out[m] = {"n_failed": failed, "worst_named": round(worst / failed, 4) if failed else None,
+                  "kind_recall": round(recall / failed, 4) if failed else None,
+                  "kind_precision": round(named_right / named_all, 4) if named_all else None,
+                  "n_clean": clean, "clean_right": round(clean_right / clean, 4) if clean else None}
+    return out

@@ -202,3 +202,35 @@ def test_a_model_with_another_config_is_another_model(tmp_path):
     before = weights_fingerprint(str(tmp_path))
     (tmp_path / "config.json").write_text('{"must": {"dihedral_scores": true}}')
     assert weights_fingerprint(str(tmp_path)) != before
+
+
+def test_explanation_kinds_counts_what_the_explanations_name():
+    from evals.scoring import explanation_kinds
+
+    gw, br = "guidewire_visibility", "branch_discernibility"
+    fails = [[{"metric": gw, "kind": "wire_gaps", "severity": 0.8}, {"metric": gw, "kind": "wire_fade", "severity": 0.3}],
+             [{"metric": gw, "kind": "wire_displacement", "severity": 0.5}],
+             [],
+             None]                                                       # no records: left out
+    expl = [{gw: "mid wire moderately broken by 2 gap(s)", br: "vessel tree complete"},
+            {gw: "guidewire slightly faded", br: "second diagonal missing"},  # wrong kind; a clean row named
+            {gw: "guidewire sharp and continuous; catheter visible", br: "vessel tree complete"},
+            {gw: "anything", br: "anything"}]
+    out = explanation_kinds(fails, expl)
+    g = out[gw]
+    assert g["n_failed"] == 2 and g["worst_named"] == 0.5             # the gaps named, the displacement not
+    assert g["kind_recall"] == 0.25 and g["kind_precision"] == 0.5    # (1/2 + 0) / 2; 1 right of 2 named
+    assert g["n_clean"] == 1 and g["clean_right"] == 1.0
+    b = out[br]
+    assert b["n_failed"] == 0 and b["worst_named"] is None and b["n_clean"] == 3 and b["clean_right"] == round(2 / 3, 4)
+
+
+def test_the_report_says_whether_explanations_name_the_failures():
+    from evals.report import explanation_table
+
+    named = {m: {"n_failed": 10, "worst_named": 0.2, "kind_recall": 0.15, "kind_precision": None, "n_clean": 3,
+                 "clean_right": 1.0} for m in METRICS}
+    lines = explanation_table(named)
+    assert lines[0] == "## Do the explanations name the failures?"
+    row = next(line for line in lines if line.startswith(f"| {METRICS[0]} |"))
+    assert row == f"| {METRICS[0]} | 10 | 20% | 15% |  | 3 | 100% |"

@@ -113,3 +113,20 @@ def test_a_moved_wire_is_masked_and_boxed_where_it_was_drawn(kind, scenes):
     fade = KINDS["wire_fade"].sample(np.random.default_rng(3), scene, 1.0)
     assert not extra_wire_mask(render(scene, np.random.default_rng(5), CFG, contrast=True, wire=True,
                                       failures=[fade]), scene).any()
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_an_explanation_is_read_back_into_the_kind_it_describes(kind, scenes):
+    """named_kinds inverts the facts: each kind's description, at any severity, names that kind and
+    no other of its metric; clean statements name none; two facts name both kinds."""
+    from casiqa.phantom.facts import clean_fact, named_kinds
+
+    metric = KINDS[kind].metric
+    for scene in scenes:
+        for s in (0.1, 0.5, 0.95):
+            text = KINDS[kind].describe(KINDS[kind].sample(np.random.default_rng(3), scene, s))
+            assert named_kinds(text, metric) == {kind}, text
+        assert named_kinds(clean_fact(metric, scene), metric) == set()
+        other = next(k for k in kinds_of(metric) if k != kind)
+        both = "; ".join(KINDS[k].describe(KINDS[k].sample(np.random.default_rng(3), scene, 0.5)) for k in (kind, other))
+        assert named_kinds(both, metric) == {kind, other}, both

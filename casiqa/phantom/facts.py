@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from casiqa.metrics import METRICS
 from casiqa.phantom.anatomy import clinical_name
-from casiqa.phantom.failures import KINDS, Failure
+from casiqa.phantom.failures import KINDS, Failure, kinds_of
 from casiqa.phantom.render import Scene
 
 
@@ -23,4 +23,18 @@ def explanation_facts(failures: list[Failure], scene: Scene) -> dict[str, list[s
     for metric in METRICS:
         own = sorted((f for f in failures if f.metric == metric), key=lambda f: -f.severity)
         out[metric] = [KINDS[f.kind].describe(f) for f in own] or [clean_fact(metric, scene)]
+    return out
+
+
+def named_kinds(text: str, metric: str) -> set[str]:
+    """The failure kinds of `metric` that an explanation names: the inverse of the facts, for
+    checking what a model wrote. Each kind's `FailureKind.phrase` is looked for, longest first,
+    and a phrase found is taken out before shorter ones are looked for ("onwards missing" is a
+    distal deletion, not a branch deletion as well). A clean statement names none."""
+    rest, out = text.lower(), set()
+    for name in sorted(kinds_of(metric), key=lambda k: (-len(KINDS[k].phrase), k)):
+        phrase = KINDS[name].phrase
+        if phrase and phrase in rest:
+            out.add(name)
+            rest = rest.replace(phrase, " ")
     return out

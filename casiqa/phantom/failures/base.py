@@ -62,6 +62,9 @@ class FailureKind:
     sample: Callable[[np.random.Generator, Scene, float], Failure]  # (rng, scene, severity)
     apply: Callable[[View, Scene, Failure], None]
     describe: Callable[[Failure], str]
+    # words every description of this kind holds and no other kind's of its metric does once longer
+    # phrases are taken out (facts.named_kinds reads an explanation back into kinds with them)
+    phrase: str = ""
 
 
 KINDS: dict[str, FailureKind] = {}

@@ -114,17 +114,17 @@ def _catheter(view: View, scene: Scene, f: Failure) -> None:
 
 for kind in (
     FailureKind("wire_fade", METRIC, "weights", 1.0, _sample_section("wire_fade"), _fade,
-                lambda f: f"{f.location} {adverb(f.severity)} faded"),
+                lambda f: f"{f.location} {adverb(f.severity)} faded", phrase="faded"),
     FailureKind("wire_gaps", METRIC, "weights", 0.95, _sample_gaps, _gaps,
                 lambda f: f"{f.location} {adverb(f.severity)} broken by "
-                          f"{1 + int(np.floor(3.999 * f.severity))} gap(s)"),
+                          f"{1 + int(np.floor(3.999 * f.severity))} gap(s)", phrase="broken by"),
     FailureKind("wire_blur", METRIC, "layers", 0.9, _sample_section("wire_blur"), _blur,
-                lambda f: f"guidewire {adverb(f.severity)} blurred"),
+                lambda f: f"guidewire {adverb(f.severity)} blurred", phrase="blurred"),
     FailureKind("wire_displacement", METRIC, "weights", 0.95, _sample_offset("wire_displacement"), _displace,
-                lambda f: f"{f.location} {adverb(f.severity)} displaced outside the vessel"),
+                lambda f: f"{f.location} {adverb(f.severity)} displaced outside the vessel", phrase="displaced"),
     FailureKind("wire_duplication", METRIC, "weights", 0.85, _sample_offset("wire_duplication"), _duplicate,
-                lambda f: f"{f.location} {adverb(f.severity)} duplicated by a ghost wire"),
+                lambda f: f"{f.location} {adverb(f.severity)} duplicated by a ghost wire", phrase="duplicated"),
     FailureKind("catheter_loss", METRIC, "weights", 0.8, _sample_catheter, _catheter,
-                lambda f: f"guiding catheter {adverb(f.severity)} lost"),
+                lambda f: f"guiding catheter {adverb(f.severity)} lost", phrase="lost"),
 ):
     register(kind)
