@@ -230,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     if valid:
         failures = [failure_list(r) for r, res in zip(rows, ordered, strict=True) if res["valid"]]
         metrics["by_failure_kind"] = by_failure_kind(failures, *systems["CAS-IQA"])
-        if cfg.generate:  # do the explanations name the failures the rows have?
+        if cfg.generate and any(f is not None for f in failures):  # do the explanations name the rows' failures?
             explanations = [{m: v["explanation"] for m, v in validate(r["raw"])[0]["metrics"].items()} for r in valid]
             metrics["explanation_kinds"] = explanation_kinds(failures, explanations)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
