@@ -4,6 +4,7 @@
     python -m benchmarks.bench_warmup --config finetune/recipes/tiny-cpu.yaml --pixel_compare 3 9 17 \\
         --cache /tmp/pixels-224.pt --json_out warmup.json
     python -m benchmarks.bench_warmup --config finetune/recipes/tiny-cpu.yaml --seeds 0 1 2 --cache /tmp/pixels-224.pt
+    python -m benchmarks.bench_warmup --config finetune/recipes/tiny-cpu.yaml --fine_tophat_px 448 --seeds 0 1
 
 For trying a change to MUST's quality path (its stem, its input planes, the warm-up's losses) in
 minutes rather than a full training: the same data, model, pixel cache and warm-up as stage 1 of
@@ -44,10 +45,13 @@ CACHE_FIELDS = ("data", "max_train_samples", "eval_max_samples", "image_size", "
                 "pixel_compare", "pixel_warmup_dense_weight")
 
 
-def cached_rows(args, model_name: str, processor, pixels, path: Path | None):
-    """(train, validation) PixelRows, from `path` when it was made with these settings."""
+def cached_rows(args, model_name: str, processor, pixels, path: Path | None, fine: tuple[int, int] | None = None):
+    """(train, validation) PixelRows, from `path` when it was made with these settings; with `fine`
+    = (px, top-hat px), the top-hat planes from the images processed at that finer size
+    (finetune.warmup.fine_derived_planes)."""
     import torch
 
+    from casiqa.model.processor import make_processor
     from finetune.data import load_rows
     from finetune.sft import subset
     from finetune.warmup import pixel_rows
@@ -55,6 +59,9 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None):
     key = {f: getattr(args, f) for f in CACHE_FIELDS}
     key["dense"] = bool(key.pop("pixel_warmup_dense_weight"))
     key["model"] = model_name  # its processor makes the pixels
+    if fine:
+        key["fine_tophat"] = list(fine)
+        fine = (make_processor(processor.tokenizer, fine[0]), fine[1])
     if path is not None and path.is_file():
         saved = torch.load(path, weights_only=False)
         if saved.get("key") != key:
@@ -64,8 +71,8 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None):
         return saved["train"], saved["validation"]
     train = subset(load_rows(args.data, "train"), args.max_train_samples)
     val = subset(load_rows(args.data, "validation"), args.eval_max_samples)
-    rows = (pixel_rows(train, processor, use_aux=args.use_aux, dense=key["dense"], pixels=pixels),
-            pixel_rows(val, processor, use_aux=args.use_aux, pixels=pixels))
+    rows = (pixel_rows(train, processor, use_aux=args.use_aux, dense=key["dense"], pixels=pixels, fine=fine),
+            pixel_rows(val, processor, use_aux=args.use_aux, pixels=pixels, fine=fine))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": key, "train": rows[0], "validation": rows[1]}, path)
@@ -155,7 +162,7 @@ def kind_lines(kinds: dict) -> list[str]:
     return lines
 
 
-def run(argv: list[str], cache: Path | None = None) -> dict:
+def run(argv: list[str], cache: Path | None = None, fine: tuple[int, int] | None = None) -> dict:
     import torch
 
     from finetune.sft import build_model, parse, warmup_config
@@ -170,8 +177,10 @@ def run(argv: list[str], cache: Path | None = None) -> dict:
         pixels = getattr(model.model.must, "pixels", None)
         if pixels is None:
             raise SystemExit("stage 1 needs MUST with its pixel path (must: true, pixel_path: true)")
+        if fine and not pixels.tophat:
+            raise SystemExit("--fine_tophat_px computes the top-hat planes at a finer size: the recipe needs pixel_tophat")
         start = time.perf_counter()
-        train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, pixels, cache)
+        train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, pixels, cache, fine)
         cache_s = time.perf_counter() - start
         cfg = warmup_config(args, training_args)
         clock = [time.perf_counter()]
@@ -196,6 +205,8 @@ def run(argv: list[str], cache: Path | None = None) -> dict:
             dense = fits if all(fits.values()) else None
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
     settings = {k: v for k, v in vars(args).items() if k.startswith(("pixel", "image_size", "pool", "aux"))}
+    if fine:
+        settings["fine_tophat"] = {"px": fine[0], "size": fine[1]}
     return {"settings": json.loads(json.dumps(settings, default=str)), "device": device, "train_rows": len(train),
             "validation_rows": len(val), "cache_s": round(cache_s, 1),
             "pixel_path_params": sum(p.numel() for p in pixels.parameters()), "history": history,
@@ -239,13 +250,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json_out", type=Path, help="write the settings and per-epoch history here")
     parser.add_argument("--seeds", type=int, nargs="+",
                         help="run the probe once per seed (instead of --seed) and report the spread")
+    parser.add_argument("--fine_tophat_px", type=int, default=0,
+                        help="compute the top-hat planes from the images processed at this size (px), max-pooled "
+                             "onto the model's grid (a stage-1 probe: the model cannot do this at inference yet)")
+    parser.add_argument("--fine_tophat_size", type=int, default=9, help="the top-hat window there (odd, px)")
     ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    fine = (ours.fine_tophat_px, ours.fine_tophat_size) if ours.fine_tophat_px else None
+    if fine and (fine[1] < 3 or fine[1] % 2 == 0):
+        raise SystemExit(f"--fine_tophat_size must be an odd size >= 3, got {fine[1]}")
     if ours.seeds and "--seed" in {a.split("=", 1)[0] for a in rest}:
         raise SystemExit("give either --seed or --seeds, not both")
     if ours.seeds and len(set(ours.seeds)) < len(ours.seeds):
         raise SystemExit(f"--seeds repeats a seed: {ours.seeds}")
     if not ours.seeds:
-        result = run(rest, ours.cache)
+        result = run(rest, ours.cache, fine)
         report(result)
     else:
         runs = []
@@ -253,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             cache = ours.cache or Path(tmp) / "pixels.pt"
             for seed in ours.seeds:
                 print(f"seed {seed}", flush=True)
-                runs.append(run(rest + ["--seed", str(seed)], cache))
+                runs.append(run(rest + ["--seed", str(seed)], cache, fine))
                 report(runs[-1])
         summary = seed_summary([final_srcc(r) for r in runs])
         print(f"final validation SRCC over seeds {ours.seeds}: " + "; ".join(

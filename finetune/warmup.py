@@ -67,21 +67,48 @@ def grey_inputs(processor, images: list[np.ndarray]) -> list[torch.Tensor]:
                                ip.temporal_patch_size)
 
 
+def fine_derived_planes(pixels, processor, target: np.ndarray, aux: dict[str, np.ndarray], shape: tuple[int, int],
+                        tophat: int) -> torch.Tensor:
+    """The pixel path's derived planes ([D, H, W] for the model's grid `shape`) computed from the
+    grey target and auxiliary images (role -> image) as `processor` makes them at a finer size,
+    with a top-hat window of `tophat` px there, and max-pooled onto `shape`: a wire a pixel wide at
+    the finer size keeps its full contrast, where the model's own pixels have averaged it with its
+    background. For stage-1 probes (benchmarks.bench_warmup --fine_tophat_px): the model itself
+    cannot compute such planes at inference, from its own processed pixels."""
+    roles = list(aux)
+    greys = grey_inputs(processor, [target] + [aux[r] for r in roles])
+    fine = greys[0]
+    aux = {r: align(g, tuple(fine.shape)) for r, g in zip(roles, greys[1:], strict=True)}
+    keep = pixels.tophat
+    pixels.tophat = tophat
+    try:
+        with torch.no_grad():
+            planes = pixels.channels(fine, aux)[None]
+            derived = pixels.derived_planes(planes.to(next(pixels.parameters()).dtype))
+    finally:
+        pixels.tophat = keep
+    return F.adaptive_max_pool2d(derived.float(), shape)[0]
+
+
 def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: it, dense: bool = False,
-               pixels=None) -> PixelRows:
+               pixels=None, fine: tuple | None = None) -> PixelRows:
     """The rows' pixels as the model's processor makes them; with `dense`, also each row's dense
     damage maps on the pixel path's H/4 grid (finetune.data.damage_maps); given the model's pixel
     path with top-hat planes, its derived planes too (PixelPath.derived_planes: computed once here,
-    not in every epoch)."""
+    not in every epoch), or with `fine` = (a processor of a finer size, a top-hat window in px
+    there), those planes from the finer images (fine_derived_planes; a stage-1 probe)."""
     target, aux, boxes, mos, std, damage, tophat, failures = [], [], [], [], [], [], [], []
     for row in progress(rows, "pixel cache"):
         roles = [r for r in ROLES if use_aux and row.get(r) is not None]
         source = grey_image(row["synthetic"])
-        greys = grey_inputs(processor, [source] + [grey_image(row[r]) for r in roles])
+        sources = {r: grey_image(row[r]) for r in roles}
+        greys = grey_inputs(processor, [source] + [sources[r] for r in roles])
         t = greys[0]
         target.append(t.half())
         aux.append({r: align(g, tuple(t.shape)).half() for r, g in zip(roles, greys[1:], strict=True)})
-        if pixels is not None and pixels.tophat:
+        if pixels is not None and pixels.tophat and fine is not None:
+            tophat.append(fine_derived_planes(pixels, fine[0], source, sources, tuple(t.shape), fine[1]).cpu().half())
+        elif pixels is not None and pixels.tophat:
             with torch.no_grad():
                 planes = pixels.channels(t, {r: a.float() for r, a in aux[-1].items()})[None]
                 tophat.append(pixels.derived_planes(planes.to(next(pixels.parameters()).dtype))[0].cpu().half())

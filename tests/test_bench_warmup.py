@@ -71,3 +71,28 @@ def test_seeds_share_one_cache_and_report_their_spread(phantom, tmp_path, capsys
     assert json.loads(one.read_text())["history"][0]["loss"] == result["runs"][1]["history"][0]["loss"]
     with pytest.raises(SystemExit, match="either --seed or --seeds"):
         main(base + ["--seeds", "0", "1", "--seed", "3"])
+
+
+def test_fine_top_hat_planes_are_cached_apart_and_keep_the_wire_sharper(phantom, tmp_path):
+    """--fine_tophat_px: the top-hat planes come from the images processed at a finer size, max-pooled
+    onto the model's grid (same shape as the plain planes, a wire's peak kept rather than averaged
+    with its background); a cache made so is never reused for plain planes, nor the other way."""
+    import torch
+
+    from benchmarks.bench_warmup import main
+
+    plain, fine, out = tmp_path / "plain.pt", tmp_path / "fine.pt", tmp_path / "fine.json"
+    base = ["--config", "finetune/recipes/tiny-cpu.yaml", "--data", str(phantom), "--image_size", "112",
+            "--pixel_warmup_epochs", "1", "--pixel_warmup_bf16", "false", "--pixel_width", "16"]
+    assert main(base + ["--cache", str(plain)]) == 0
+    assert main(base + ["--cache", str(fine), "--fine_tophat_px", "224", "--json_out", str(out)]) == 0
+    assert json.loads(out.read_text())["settings"]["fine_tophat"] == {"px": 224, "size": 9}
+    a, b = (torch.load(p, weights_only=False)["train"] for p in (plain, fine))
+    assert [t.shape for t in a.tophat] == [t.shape for t in b.tophat]
+    live = 1  # the live frame's top-hat plane: its wire and catheter
+    peak = [torch.stack([t[live].float().amax() for t in rows.tophat]).mean().item() for rows in (a, b)]
+    assert peak[1] > peak[0], peak
+    with pytest.raises(SystemExit, match="other settings"):
+        main(base + ["--cache", str(fine)])
+    with pytest.raises(SystemExit, match="odd size"):
+        main(base + ["--fine_tophat_px", "224", "--fine_tophat_size", "8"])
