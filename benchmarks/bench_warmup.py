@@ -177,8 +177,9 @@ def run(argv: list[str], cache: Path | None = None, fine: tuple[int, int] | None
         pixels = getattr(model.model.must, "pixels", None)
         if pixels is None:
             raise SystemExit("stage 1 needs MUST with its pixel path (must: true, pixel_path: true)")
-        if fine and not pixels.tophat:
-            raise SystemExit("--fine_tophat_px computes the top-hat planes at a finer size: the recipe needs pixel_tophat")
+        if fine and (not pixels.tophat or pixels.compare):
+            raise SystemExit("--fine_tophat_px computes the top-hat planes at a finer size: the recipe needs "
+                             "pixel_tophat, and no pixel_compare (its windows are sized for the model's pixels)")
         start = time.perf_counter()
         train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, pixels, cache, fine)
         cache_s = time.perf_counter() - start

@@ -79,14 +79,9 @@ def fine_derived_planes(pixels, processor, target: np.ndarray, aux: dict[str, np
     greys = grey_inputs(processor, [target] + [aux[r] for r in roles])
     fine = greys[0]
     aux = {r: align(g, tuple(fine.shape)) for r, g in zip(roles, greys[1:], strict=True)}
-    keep = pixels.tophat
-    pixels.tophat = tophat
-    try:
-        with torch.no_grad():
-            planes = pixels.channels(fine, aux)[None]
-            derived = pixels.derived_planes(planes.to(next(pixels.parameters()).dtype))
-    finally:
-        pixels.tophat = keep
+    with torch.no_grad():
+        planes = pixels.channels(fine, aux)[None]
+        derived = pixels.derived_planes(planes.to(next(pixels.parameters()).dtype), tophat)
     return F.adaptive_max_pool2d(derived.float(), shape)[0]
 
 

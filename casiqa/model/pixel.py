@@ -326,15 +326,17 @@ class PixelPath(nn.Module):
         chans.append(self.diff_gain * (shown["live"] - shown["reference"]) * both)
         return torch.stack(chans, dim=1)
 
-    def tophat_planes(self, x: torch.Tensor) -> torch.Tensor:
+    def tophat_planes(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """[B, C, H, W] planes of `channels` -> [B, 3, H, W] top-hat planes of target, live and
-        reference, in one batched filter (absent images are zero planes and stay zero)."""
-        return self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], self.tophat)
+        reference, in one batched filter (absent images are zero planes and stay zero); `size`
+        overrides the path's own top-hat window (images at another scale than the model's)."""
+        return self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], size or self.tophat)
 
-    def derived_planes(self, x: torch.Tensor) -> torch.Tensor:
+    def derived_planes(self, x: torch.Tensor, tophat: int | None = None) -> torch.Tensor:
         """[B, C, H, W] planes of `channels` -> the planes forward derives from them: the top-hat
-        planes and, with `compare`, the device-comparison planes [B, in_channels - C, H, W]."""
-        th = self.tophat_planes(x)
+        planes (window `tophat`, else the path's own) and, with `compare`, the device-comparison
+        planes [B, in_channels - C, H, W]."""
+        th = self.tophat_planes(x, tophat)
         if not self.compare:
             return th
         both = x[:, PRESENCE_PLANES[0], 0, 0] * x[:, PRESENCE_PLANES[1], 0, 0]
