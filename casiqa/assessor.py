@@ -20,6 +20,7 @@ from casiqa.evidence import evidence_boxes
 from casiqa.imaging import to_model_image
 from casiqa.inputs import AssessInput
 from casiqa.metrics import METRIC_TITLES, METRICS, SCORE_DECIMALS, level_of
+from casiqa.model.findings import prompt_findings, read_findings
 from casiqa.model.levels import confidence, expected_score
 from casiqa.schema import AUX_ROLES, MAX_EXPLANATION_CHARS, Assessment, generation_model
 
@@ -30,6 +31,8 @@ class HeadResult:
     score: dict[str, float]
     confidence: dict[str, float]
     routing: np.ndarray | None          # [h, w, M] or None with MUST off
+    findings: dict[str, list[tuple[str, float]]] | None = None  # metric -> [(kind, severity)], worst first
+                                        # (None: the model has no findings heads)
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -68,7 +71,8 @@ class Assessor:
         aux = [role for role, _ in inp.aux()]
         content = [{"type": "image", "image_role": "target"}] + [{"type": "image", "image_role": r} for r in aux]
         heads = {m: {"level": level_of(head.score[m]), "score": head.score[m]} for m in METRICS} if head else None
-        text = render("assess.j2", aux=aux, head=heads, metrics=METRICS) if head else "Assess the synthetic angiogram."
+        text = (render("assess.j2", aux=aux, head=heads, metrics=METRICS, findings=prompt_findings(head.findings))
+                if head else "Assess the synthetic angiogram.")
         content.append({"type": "text", "text": text})
         return [{"role": "system", "content": render("system.j2", metrics=METRICS, titles=METRIC_TITLES)},
                 {"role": "user", "content": content}]
@@ -100,6 +104,8 @@ class Assessor:
             roles=roles, samples=samples, batch_size=len(chunk))
         logits = feats.level_logits.float()                                   # [B, M, L]
         scores, confs = expected_score(logits).cpu().numpy(), confidence(logits).cpu().numpy()
+        found = getattr(feats, "finding_logits", None)
+        vocab = self.model.model.must.vocab if found is not None else []
         results = []
         for b in range(len(chunk)):
             routing = feats.routing[b]
@@ -110,6 +116,7 @@ class Assessor:
                 score={m: round(float(scores[b, j]), SCORE_DECIMALS) for j, m in enumerate(METRICS)},
                 confidence={m: float(confs[b, j]) for j, m in enumerate(METRICS)},
                 routing=None if routing is None else routing.float().cpu().numpy(),
+                findings=None if found is None else read_findings(found[b], vocab, METRICS),
             ))
         return results
 

@@ -15,25 +15,33 @@ def test_metrics(model, processor, args, split: str = "test", batch_size: int = 
     """SRCC / KRCC / PLCC / RMSE per metric of the heads on a split (aux images as the recipe uses them)."""
     import torch
 
+    from casiqa.model.findings import worst_kind_accuracy
     from casiqa.model.levels import expected_score
     from casiqa.stats import agreement
     from finetune.data import Collator, load_rows
-    from finetune.trainer import head_logits
+    from finetune.trainer import image_heads, unwrap
 
     rows = load_rows(args.data, split)
-    collate = Collator(processor, use_aux=args.use_aux, train=False)
+    vocab = unwrap(model).model.must.vocab
+    collate = Collator(processor, use_aux=args.use_aux, train=False, vocab=vocab)
     device = next(model.parameters()).device
     model.eval()
-    preds, truth = [], []
+    preds, truth, found, found_true = [], [], [], []
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             chunk = [rows[i] for i in range(start, min(start + batch_size, len(rows)))]
             batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in collate(chunk).items()}
-            preds.append(expected_score(head_logits(model, batch)).float().cpu().numpy())
+            heads = image_heads(model, batch)
+            preds.append(expected_score(heads.level_logits).float().cpu().numpy())
             truth.append(np.array([[float(r["scores"][m]["mos"]) for m in METRICS] for r in chunk]))
+            if vocab:
+                found.append(heads.finding_logits.float().cpu())
+                found_true.append(batch["finding_targets"].cpu())
     p, t = np.concatenate(preds), np.concatenate(truth)
     out = {m: {k: round(v, 4) for k, v in agreement(p[:, j], t[:, j]).items()} for j, m in enumerate(METRICS)}
     out["n"] = len(t)
+    if vocab:  # what the explanations can name: the findings heads against the failure records
+        out["findings"] = worst_kind_accuracy(torch.cat(found), torch.cat(found_true), vocab, METRICS)
     return out
 
 
@@ -74,6 +82,7 @@ def _stages(args, training_args) -> str:
     score = getattr(args, "pixel_warmup_score_weight", 0.0)
     dense += f", score squared-error weight {score:g}" if score else ""
     pool = ", mass pooling in the metric branches" if getattr(args, "pool", "attention") == "attention+mass" else ""
+    pool += ", findings heads" if getattr(args, "findings", False) else ""
     return (f"(1) pixel warm-up of MUST's quality path{tophat}{pool}, {args.pixel_warmup_epochs:g} epochs of batch "
             f"{args.pixel_warmup_batch_size}, learning rate {args.pixel_warmup_lr}, evidence weight "
             f"{args.pixel_warmup_evidence_weight}{dense}{weights} (pixel-warmup/history.json){frozen}; (2) {sft}.")
@@ -91,6 +100,19 @@ def _warmup_table(out: Path) -> str:
     lines = [f"| {e['epoch']:g} | " + " | ".join(f"{e.get(f'val_{m}_srcc', float('nan')):.3f}" for m in METRICS) + " |"
              for e in history]
     return "\n## Validation SRCC per warm-up epoch\n\n" + "\n".join([head, *lines]) + "\n"
+
+
+def _findings_table(test: dict) -> str:
+    """The findings heads on the test split ('' for a model without them)."""
+    found = test.get("findings")
+    if not found:
+        return ""
+    lines = [f"| {m} | {found.get(f'{m}_worst_kind', float('nan')):.3f} | {found.get(f'{m}_clean_right', float('nan')):.3f} |"
+             for m in METRICS]
+    return ("\n## Findings heads on the test split\n\nWorst kind: share of the images with a failure of the metric "
+            "whose worst recorded failure is the kind the heads hold most likely present. Clean: share of the "
+            "images without one that the heads call clean. The prompt lists these findings; the explanation is "
+            "written from them.\n\n| metric | worst kind | clean |\n|---|---|---|\n" + "\n".join(lines) + "\n")
 
 
 def write_card(out: Path, args, training_args, model_args, results: dict, command: str = "",
@@ -128,5 +150,5 @@ auxiliary images {'used' if args.use_aux else 'not used'}, {args.image_size} px{
 
 PLCC and RMSE after the 4-parameter logistic fit (VQEG). Figures are on the phantom: they say how
 well the model reads the phantom's failures, not how it does on real generated angiograms.
-""" + _warmup_table(out)
+""" + _findings_table(test) + _warmup_table(out)
     (Path(out) / "README.md").write_text(text)

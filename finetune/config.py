@@ -34,6 +34,10 @@ class CasIqaArguments:
     dihedral_scores: bool = field(default=False, metadata={
         "help": "at inference, average the heads' level probabilities over the pixel path's eight flips and "
                 "rotations: scores that do not change with the image's orientation (8x the pixel path's cost)"})
+    findings: bool = field(default=False, metadata={
+        "help": "each metric branch also reports which failure kinds it sees and how badly (the phantom's kinds, "
+                "casiqa/model/findings.py); the prompt lists them and the explanation is written from them. Needs "
+                "failure records (each with metric, kind, severity, bbox) in the training rows"})
     pool: str = field(default="attention", metadata={
         "help": "metric branches' pooling: attention, or attention+mass (adds the routed mean: how much is damaged)"})
     router: str = "soft"
@@ -45,11 +49,15 @@ class CasIqaArguments:
     head_warmup_steps: int = field(default=0, metadata={"help": "first steps train vision + MUST + heads only"})
     evidence_loss_weight: float = field(default=0.0, metadata={
         "help": "weight of the router's per-token BCE against failure boxes (phantom rows record them)"})
+    findings_loss_weight: float = field(default=1.0, metadata={
+        "help": "weight of the findings heads' loss (presence and severity of each failure kind) in SFT"})
     # stage 1: pixel warm-up of MUST's quality path (finetune/warmup.py); 0 epochs: none
     pixel_warmup_epochs: float = 0.0
     pixel_warmup_lr: float = 2e-3
     pixel_warmup_batch_size: int = 32
     pixel_warmup_evidence_weight: float = 0.0
+    pixel_warmup_findings_weight: float = field(default=1.0, metadata={
+        "help": "weight of the findings heads' loss in the warm-up (models with findings)"})
     pixel_warmup_dense_weight: float = field(default=0.0, metadata={
         "help": "weight of the dense damage maps' BCE in the warm-up (needs pixel_dense and failure records)"})
     pixel_warmup_bf16: bool = field(default=False, metadata={
@@ -95,6 +103,10 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_dense_damaged_weight must be > 0")
         if self.pixel_warmup_score_weight < 0:
             raise ValueError("pixel_warmup_score_weight must be >= 0")
+        if self.findings_loss_weight < 0 or self.pixel_warmup_findings_weight < 0:
+            raise ValueError("findings loss weights must be >= 0")
+        if self.findings and not self.must:
+            raise ValueError("findings are reported by MUST's metric branches: they need must: true")
         if self.pixel_warmup_dense_weight < 0:
             raise ValueError("pixel_warmup_dense_weight must be >= 0")
         if self.pixel_warmup_dense_weight and not self.pixel_dense:

@@ -2,9 +2,11 @@
 
 A row becomes one conversation: system prompt; user turn with the target image, the auxiliary
 images that survive random dropping, and the assessment prompt carrying the ground-truth
-levels (at inference the heads' levels take their place); assistant turn with the JSON the
-grammar admits. Labels cover the assistant turn only. `level_targets` are DeQA-style soft
-labels from each metric's MOS and standard deviation.
+levels (at inference the heads' levels take their place) and, for a model with findings heads,
+the row's recorded failures as findings (at inference the heads' findings); assistant turn with
+the JSON the grammar admits. Labels cover the assistant turn only. `level_targets` are DeQA-style
+soft labels from each metric's MOS and standard deviation; `finding_targets` what the findings
+heads learn (casiqa/model/findings.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from casiqa.data.rows import DatasetFieldError, failure_list, grey_image, load_rows  # noqa: F401  (re-exported)
 from casiqa.imaging import to_rgb
 from casiqa.metrics import METRIC_TITLES, METRICS, level_of
+from casiqa.model.findings import finding_targets, prompt_findings, recorded_findings
 from casiqa.model.levels import soft_levels
 from casiqa.schema import to_explanation
 
@@ -118,10 +121,14 @@ def evidence_targets(rows: list[dict], grid_thw: torch.Tensor, images_per_row: l
 class Collator:
     """Rows -> a padded batch with labels on the answer, pixel inputs and soft level targets."""
 
-    def __init__(self, processor, aux_drop: float = 0.3, use_aux: bool = True, seed: int = 0, train: bool = True):
+    def __init__(self, processor, aux_drop: float = 0.3, use_aux: bool = True, seed: int = 0, train: bool = True,
+                 vocab: list[tuple[str, str]] | None = None):
+        """`vocab`: the model's findings vocabulary (Must.vocab), for the prompt's findings and the
+        findings targets; None or empty for a model without findings heads."""
         from prompts import render
 
         self.processor = processor
+        self.vocab = list(vocab or [])
         self.aux_drop, self.use_aux, self.train = aux_drop, use_aux, train
         self.rng = random.Random(seed)
         self.system = render("system.j2", metrics=METRICS, titles=METRIC_TITLES)
@@ -137,8 +144,12 @@ class Collator:
 
     def conversation(self, row: dict, aux: list[str], answer: str) -> list[dict]:
         head = {m: {"level": level_of(float(row["scores"][m]["mos"])), "score": float(row["scores"][m]["mos"])} for m in METRICS}
+        failures = failure_list(row) if self.vocab else None
+        # a row without failure records has no findings block (its findings are unknown, not "none")
+        found = None if failures is None else prompt_findings(recorded_findings(failures, METRICS))
         content = [{"type": "image", "image_role": "target"}] + [{"type": "image", "image_role": r} for r in aux]
-        content.append({"type": "text", "text": self._render("assess.j2", aux=aux, head=head, metrics=METRICS)})
+        content.append({"type": "text", "text": self._render("assess.j2", aux=aux, head=head, metrics=METRICS,
+                                                             findings=found)})
         return [{"role": "system", "content": self.system}, {"role": "user", "content": content},
                 {"role": "assistant", "content": answer}]
 
@@ -166,4 +177,7 @@ class Collator:
         mos = torch.tensor([[float(r["scores"][m]["mos"]) for m in METRICS] for r in rows])
         std = torch.tensor([[float(r["scores"][m].get("std") or 0.0) for m in METRICS] for r in rows])
         batch["level_targets"] = soft_levels(mos, std)
+        if self.vocab:
+            batch["finding_targets"] = torch.stack([finding_targets(failure_list(r), self.vocab, f"row {r.get('id', '?')}")
+                                                    for r in rows])
         return dict(batch)

@@ -24,14 +24,17 @@ from typing import Any
 def build_model(args, model_args, training_args):
     import torch
 
+    from casiqa.metrics import METRICS
     from casiqa.model import MustSettings
+    from casiqa.model.findings import phantom_vocabulary
     from casiqa.model.loading import TinySpec, build_tiny, from_architecture, from_base, load
 
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
                         pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat, pixel_dense=args.pixel_dense,
                         pixel_compare=list(args.pixel_compare), pixel_width=args.pixel_width,
                         pixel_pool=args.pixel_pool, pixel_along=args.pixel_along, pixel_along_own=args.pixel_along_own,
-                        dihedral_scores=args.dihedral_scores, pool=args.pool)
+                        dihedral_scores=args.dihedral_scores, pool=args.pool,
+                        findings=phantom_vocabulary(METRICS) if args.findings else {})
     name = model_args.model_name_or_path or "tiny"
     if name == "tiny":
         spec = TinySpec(hidden=args.tiny_hidden, layers=args.tiny_layers, vision_depth=args.tiny_vision_depth,
@@ -59,6 +62,7 @@ def warmup_config(args, training_args):
                         evidence_weight=args.pixel_warmup_evidence_weight, dense_weight=args.pixel_warmup_dense_weight,
                         score_weight=args.pixel_warmup_score_weight,
                         dense_damaged_weight=args.pixel_warmup_dense_damaged_weight,
+                        findings_weight=args.pixel_warmup_findings_weight,
                         metric_weights=tuple(args.pixel_warmup_metric_weights), bf16=args.pixel_warmup_bf16,
                         seed=training_args.seed)
 
@@ -75,7 +79,8 @@ def lora_config(args, model_args):
 
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
-                 "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_dense", "pool", "use_aux", "aux_drop",
+                 "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_dense", "pool", "findings", "use_aux",
+                 "aux_drop", "pixel_warmup_findings_weight",
                  "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
                  "pixel_warmup_dense_weight", "pixel_warmup_dense_damaged_weight", "pixel_warmup_score_weight",
                  "pixel_warmup_metric_weights", "pixel_warmup_bf16", "tiny_hidden", "tiny_layers", "tiny_vision_depth",
@@ -201,13 +206,15 @@ def prepare(argv: list[str] | None = None) -> Run:
     pixels = getattr(model.model.must, "pixels", None)
     if args.freeze_pixel_path and pixels is not None:
         pixels.freeze()
+    vocab = model.model.must.vocab
     trainer = CasIqaSFTTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=val, processing_class=processor,
-        data_collator=Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed),
-        eval_collator=Collator(processor, use_aux=args.use_aux, train=False),
+        data_collator=Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed,
+                               vocab=vocab),
+        eval_collator=Collator(processor, use_aux=args.use_aux, train=False, vocab=vocab),
         peft_config=lora_config(args, model_args), head_loss_weight=args.head_loss_weight,
         lm_loss_weight=args.lm_loss_weight, head_warmup_steps=args.head_warmup_steps,
-        evidence_loss_weight=args.evidence_loss_weight,
+        evidence_loss_weight=args.evidence_loss_weight, findings_loss_weight=args.findings_loss_weight,
     )
     return Run(args, training_args, model_args, processor, trainer, started, commit)
 

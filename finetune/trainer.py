@@ -1,7 +1,8 @@
 """SFTTrainer with CAS-IQA's loss and validation.
 
 Loss = lm_loss_weight * LM loss on the answer + head_loss_weight * soft-label loss of the
-metric heads (DeQA-Score). For the first `head_warmup_steps` the language model is skipped
+metric heads (DeQA-Score) + findings_loss_weight * the findings heads' loss against the rows'
+failure records (casiqa/model/findings.py; models with findings). For the first `head_warmup_steps` the language model is skipped
 and only the vision encoder, MUST and heads learn: seeing comes before writing, and those
 steps cost a fraction of a full one on CPU.
 Evaluation reports SRCC/PLCC per metric of the heads' expected scores on the validation split.
@@ -14,6 +15,7 @@ import torch
 from trl import SFTTrainer
 
 from casiqa.metrics import METRICS
+from casiqa.model.findings import findings_loss
 from casiqa.model.levels import evidence_loss, expected_score, soft_label_loss
 from casiqa.model.modeling import image_roles
 from casiqa.stats import agreement
@@ -40,9 +42,10 @@ def head_logits(model, batch: dict) -> torch.Tensor:
 
 class CasIqaSFTTrainer(SFTTrainer):
     def __init__(self, *args, head_loss_weight: float = 1.0, lm_loss_weight: float = 1.0, head_warmup_steps: int = 0,
-                 evidence_loss_weight: float = 0.0, eval_collator=None, **kwargs):
+                 evidence_loss_weight: float = 0.0, findings_loss_weight: float = 1.0, eval_collator=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.head_loss_weight, self.lm_loss_weight = head_loss_weight, lm_loss_weight
+        self.findings_loss_weight = findings_loss_weight
         self.evidence_loss_weight = evidence_loss_weight
         self.head_warmup_steps = head_warmup_steps
         self.eval_collator = eval_collator
@@ -52,16 +55,21 @@ class CasIqaSFTTrainer(SFTTrainer):
         boxes = inputs.pop("evidence_targets", None)
         if not self.evidence_loss_weight:
             boxes = None
+        found = inputs.pop("finding_targets", None)
+        if not self.findings_loss_weight:
+            found = None
         mode = "train" if model.training else "eval"
         if model.training and self.state.global_step < self.head_warmup_steps:
             feats = image_heads(model, inputs)
             head = soft_label_loss(feats.level_logits, targets)
             evidence = None if boxes is None else evidence_loss(feats.route_logits, boxes)
+            findings = findings_loss(feats.finding_logits, found)
             lm, outputs = None, None
         else:
             inputs["use_cache"] = False
-            outputs = model(**inputs, level_targets=targets, evidence_targets=boxes)
+            outputs = model(**inputs, level_targets=targets, evidence_targets=boxes, finding_targets=found)
             head, evidence, lm = outputs.head_loss, outputs.evidence_loss, outputs.loss
+            findings = outputs.findings_loss
         loss = self.head_loss_weight * head
         self._metrics[mode]["head_loss"].append(head.item())
         if lm is not None:
@@ -70,6 +78,9 @@ class CasIqaSFTTrainer(SFTTrainer):
         if evidence is not None:
             loss = loss + self.evidence_loss_weight * evidence
             self._metrics[mode]["evidence_loss"].append(evidence.item())
+        if findings is not None:
+            loss = loss + self.findings_loss_weight * findings
+            self._metrics[mode]["findings_loss"].append(findings.item())
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:

@@ -17,8 +17,9 @@ Losses: the soft-label loss of the heads (per-metric weights), the router's BCE 
 failure boxes (`evidence_weight`: which tokens hold a metric's failure) and, with the pixel
 path's dense head, a BCE against dense damage maps (`dense_weight`, finetune.data.damage_maps:
 the failure's severity on the wire or vessels it damaged, on a 4 px grid; `dense_damaged_weight`
-weights the damaged cells against the background) and, optionally, a squared error of the
-expected score (`score_weight`).
+weights the damaged cells against the background), with findings heads their loss against the
+failure records (`findings_weight`, casiqa/model/findings.py) and, optionally, a squared error of
+the expected score (`score_weight`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from casiqa.data.rows import grey_image
 from casiqa.imaging import to_rgb
 from casiqa.metrics import METRICS
+from casiqa.model.findings import finding_targets, findings_loss, worst_kind_accuracy
 from casiqa.model.levels import evidence_loss, expected_score, metric_mean, soft_label_loss, soft_levels
 from casiqa.model.pixel import ROLES, UNIT, align, dihedral, images_from_patches
 from casiqa.stats import agreement
@@ -129,6 +131,7 @@ class WarmupConfig:
     evidence_weight: float = 0.0
     dense_weight: float = 0.0                         # BCE of the dense damage maps (needs pixel_dense)
     score_weight: float = 0.0                         # squared error of the expected score against the MOS
+    findings_weight: float = 1.0                      # the findings heads' loss (models with findings)
     dense_damaged_weight: float = 1.0                 # in that BCE, cells on damaged structure count this much more
     metric_weights: tuple[float, ...] | None = None   # per metric (METRICS order) in the score loss
     augment: bool = True
@@ -180,18 +183,30 @@ def _channels(must, data: PixelRows, idx: list[int], drop: float, rng: random.Ra
     return x.to(p.device, p.dtype)
 
 
-def predict(must, data: PixelRows, batch_size: int = 64) -> np.ndarray:
-    """Expected scores [N, M] of the pixel path with every auxiliary image given."""
+def predict(must, data: PixelRows, batch_size: int = 64, findings: bool = False):
+    """Expected scores [N, M] of the pixel path with every auxiliary image given (and with
+    `findings`, the finding logits [N, K, 2], or None for a model without findings heads)."""
     was = must.training
     must.eval()
     out = np.zeros((len(data), len(METRICS)), np.float32)
+    found = torch.zeros(len(data), len(must.vocab), 2) if must.vocab else None
     rng = random.Random(0)
     with torch.no_grad():
         for idx in _batches(data, batch_size, rng):
-            logits, _ = must.score_pixels(_channels(must, data, idx, 0.0, rng))
+            logits, _, f = must.score_pixels(_channels(must, data, idx, 0.0, rng), findings=True)
             out[idx] = expected_score(logits).cpu().numpy()
+            if found is not None:
+                found[idx] = f.float().cpu()
     must.train(was)
-    return out
+    return (out, found) if findings else out
+
+
+def row_finding_targets(data: PixelRows, vocab: list[tuple[str, str]]) -> torch.Tensor | None:
+    """[N, K, 2] findings targets of the rows (-1 for rows without failure records), or None
+    without a vocabulary or records (a cache made before they were kept)."""
+    if not vocab or data.failures is None:
+        return None
+    return torch.stack([finding_targets(f, vocab, f"row {i}") for i, f in enumerate(data.failures)])
 
 
 def predict_maps(must, data: PixelRows, batch_size: int = 64) -> np.ndarray:
@@ -233,6 +248,10 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=total, pct_start=0.15)
     weights = None if cfg.metric_weights is None else torch.tensor(cfg.metric_weights, dtype=torch.float32)
     dense = bool(cfg.dense_weight)
+    found = row_finding_targets(train, must.vocab) if cfg.findings_weight else None
+    if must.vocab and cfg.findings_weight and found is None:
+        raise ValueError("the findings heads learn from the rows' failure records, which these rows lack")
+    val_found = row_finding_targets(val, must.vocab) if val is not None else None
     if dense and (must.pixels.dense is None or train.damage is None):
         raise ValueError("dense_weight needs MUST's dense head (pixel_dense: true) and rows cached with dense maps")
     must.train()
@@ -250,11 +269,15 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
                 x = dihedral(x, k, flip)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 if dense:
-                    logits, route, fine = must.score_pixels(x, dense=True)
+                    logits, route, fine, predicted = must.score_pixels(x, dense=True, findings=True)
                 else:
-                    logits, route = must.score_pixels(x)
+                    logits, route, predicted = must.score_pixels(x, findings=True)
             logits, route = logits.float(), [None if r is None else r.float() for r in route]
             loss = soft_label_loss(logits, train.levels[idx].to(device), weights)
+            if found is not None:
+                # the kinds do not change with a flip or rotation; the words naming sides are not asked for
+                fl = findings_loss(predicted, found[idx].to(device))
+                loss = loss + cfg.findings_weight * fl if fl is not None else loss
             if cfg.score_weight:
                 loss = loss + cfg.score_weight * score_loss(logits, torch.from_numpy(train.mos[idx]).to(device), weights)
             maps = [train.damage[i] for i in idx] if dense else []
@@ -280,7 +303,11 @@ def warm_up(model, train: PixelRows, val: PixelRows | None, cfg: WarmupConfig, l
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
         entry = {"step": step, "epoch": round(step / per_epoch, 2), "loss": round(float(np.mean(losses)), 4)}
         if val is not None:
-            entry.update({f"val_{m}_srcc": v for m, v in srcc_of(predict(must, val), val.mos).items()})
+            scores, predicted = predict(must, val, findings=True)
+            entry.update({f"val_{m}_srcc": v for m, v in srcc_of(scores, val.mos).items()})
+            if predicted is not None and val_found is not None:
+                entry.update({f"val_{k}": v for k, v in
+                              worst_kind_accuracy(predicted, val_found, must.vocab, METRICS).items()})
         history.append(entry)
         log(entry)
     if bar:

@@ -35,6 +35,8 @@ class MustSettings:
     temperature: float = 1.0
     hidden: int = 128                        # width of adapters and heads
     pool: Literal["attention", "attention+mass"] = "attention"  # + routed mean: how much, not only how bad
+    findings: dict[str, list[str]] = field(default_factory=dict)  # metric -> failure kinds its branch reports
+                                             # (present? how severe?) for the prompt (casiqa/model/findings.py)
 
     def __post_init__(self) -> None:
         if self.router not in ("soft", "topk"):

@@ -21,6 +21,7 @@ from transformers.vision_utils import get_vision_window_index
 
 from casiqa.metrics import LEVELS, METRICS
 from casiqa.model.config import CasIqaConfig
+from casiqa.model.findings import findings_loss
 from casiqa.model.levels import evidence_loss, soft_label_loss
 from casiqa.model.must import Must
 from casiqa.model.pixel import images_from_patches
@@ -31,6 +32,7 @@ class MustImageOutput(BaseModelOutputWithPooling):
     level_logits: torch.Tensor | None = None          # [B, M, L]
     routing: tuple[torch.Tensor | None, ...] | None = None  # per sample [h, w, M]
     route_logits: tuple[torch.Tensor | None, ...] | None = None
+    finding_logits: torch.Tensor | None = None        # [B, K, 2] (casiqa/model/findings.py)
 
 
 @dataclass
@@ -39,6 +41,8 @@ class CasIqaOutput(MultimodalCausalLMOutputWithPast):
     routing: tuple[torch.Tensor | None, ...] | None = None
     head_loss: torch.Tensor | None = None
     evidence_loss: torch.Tensor | None = None
+    finding_logits: torch.Tensor | None = None
+    findings_loss: torch.Tensor | None = None
 
 
 def _init_must(module: torch.nn.Module) -> None:
@@ -125,7 +129,7 @@ class CasIqaModel(Qwen2_5_VLModel):
         result = self.must(final, paths, grids, roles, samples, batch_size, pixels=pixels)
         return MustImageOutput(last_hidden_state=vision.last_hidden_state, pooler_output=tuple(result.tokens),
                                level_logits=result.level_logits, routing=tuple(result.routing),
-                               route_logits=tuple(result.route_logits))
+                               route_logits=tuple(result.route_logits), finding_logits=result.finding_logits)
 
     def forward(self, input_ids=None, pixel_values=None, image_grid_thw=None, mm_encoder_outputs=None, **kwargs):
         if pixel_values is not None and mm_encoder_outputs is None:
@@ -157,9 +161,11 @@ class CasIqaForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, cache=None, inputs_embeds=None, labels=None,
                 use_cache=None, pixel_values=None, image_grid_thw=None, mm_token_type_ids=None, logits_to_keep=0,
                 mm_encoder_outputs=None, level_targets: torch.Tensor | None = None,
-                evidence_targets: torch.Tensor | None = None, **kwargs) -> CasIqaOutput:
+                evidence_targets: torch.Tensor | None = None, finding_targets: torch.Tensor | None = None,
+                **kwargs) -> CasIqaOutput:
         """As Qwen2.5-VL's forward (parameters spelled out: generate() checks them); `level_targets`
-        [B, M, L] (soft labels) adds `head_loss`, which the trainer weighs against the LM loss."""
+        [B, M, L] (soft labels) adds `head_loss`, which the trainer weighs against the LM loss;
+        `finding_targets` [B, K, 2] (findings.finding_targets) adds `findings_loss`."""
         out = super().forward(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache,
             inputs_embeds=inputs_embeds, labels=labels, use_cache=use_cache, pixel_values=pixel_values,
@@ -173,5 +179,7 @@ class CasIqaForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
             head_loss = soft_label_loss(level_logits, level_targets.to(level_logits.device))
         route_logits = getattr(images, "route_logits", None)
         evidence = None if evidence_targets is None else evidence_loss(route_logits, evidence_targets)
+        found = getattr(images, "finding_logits", None)
         return CasIqaOutput(**dict(out.items()), level_logits=level_logits, routing=getattr(images, "routing", None),
-                            head_loss=head_loss, evidence_loss=evidence)
+                            head_loss=head_loss, evidence_loss=evidence, finding_logits=found,
+                            findings_loss=findings_loss(found, finding_targets))

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from casiqa.model.config import MustSettings
+from casiqa.model.findings import vocabulary
 from casiqa.model.pixel import ALONG, DIHEDRAL, UNIT, PixelPath, align, along_mask, dihedral, undo_dihedral
 
 
@@ -57,6 +58,7 @@ class MustResult:
     level_logits: torch.Tensor          # [B, M, L] per sample, metric, level
     routing: list[torch.Tensor | None]  # per sample [h, w, M] routing weights of the target grid (None: MUST off)
     route_logits: list[torch.Tensor | None]  # per sample [h, w, M] router logits (trained as evidence detectors)
+    finding_logits: torch.Tensor | None = None  # [B, K, 2] per failure kind (Must.vocab): presence, severity
 
 
 class DepthFusion(nn.Module):
@@ -137,7 +139,8 @@ class MetricBranch(nn.Module):
     grows with the share of the image routed to the metric: how much is missing or broken.
     """
 
-    def __init__(self, dim: int, hidden: int, n_levels: int, pool: str = "attention", extra: int = 0):
+    def __init__(self, dim: int, hidden: int, n_levels: int, pool: str = "attention", extra: int = 0,
+                 kinds: int = 0):
         super().__init__()
         self.pool = pool
         self.adapter = mlp(dim, hidden, dim, zero_out=True)
@@ -145,11 +148,15 @@ class MetricBranch(nn.Module):
         self.score = nn.Linear(dim, 1)
         d_in = dim * (2 if pool == "attention+mass" else 1) + extra   # extra: Must._head_extra
         self.head = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, n_levels))
+        # per failure kind of this metric: present? how severe? (logits; casiqa/model/findings.py), read
+        # from the level head's hidden layer: what it saw, named
+        self.findings = nn.Linear(hidden, 2 * kinds) if kinds else None
 
     def forward(self, tokens: torch.Tensor, route: torch.Tensor,
-                extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                extra: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """tokens [..., N, D], route [..., N] (its routing weights), extra [..., E] -> level logits
-        [..., L] and the adaptation [..., N, D]; leading dimensions are samples of one grid."""
+        [..., L], the adaptation [..., N, D] and the finding logits [..., K, 2] (None without a
+        findings head); leading dimensions are samples of one grid."""
         delta = self.adapter(tokens)                                   # [..., N, D]
         branch = tokens + delta
         attn = (self.score(self.norm(branch))[..., 0] + torch.log(route.clamp_min(1e-6))).softmax(dim=-1)  # [..., N]
@@ -158,7 +165,9 @@ class MetricBranch(nn.Module):
             pooled = torch.cat([pooled, (route[..., None] * branch).mean(dim=-2)], dim=-1)  # [..., 2D]
         if extra is not None:
             pooled = torch.cat([pooled, extra.to(pooled.dtype)], dim=-1)
-        return self.head(pooled), delta
+        hidden = self.head[:-1](pooled)
+        findings = None if self.findings is None else self.findings(hidden).unflatten(-1, (-1, 2))
+        return self.head[-1](hidden), delta, findings
 
 
 DAMAGE_STATS = 2  # per metric: mean and max of the predicted damage map
@@ -177,6 +186,9 @@ class Must(nn.Module):
         super().__init__()
         self.settings = settings
         self.metrics = metrics
+        self.vocab = vocabulary(settings.findings, metrics) if settings.enabled else []  # (metric, kind) per finding
+        if settings.findings and not settings.enabled:
+            raise ValueError("findings are reported by MUST's metric branches: they need must: true")
         if settings.enabled:
             self.depth = DepthFusion(n_paths, patch_dim, dim)
             self.images = ImageFusion(dim, ("live", "reference"), settings.heads, settings.cross_attention)
@@ -189,8 +201,9 @@ class Must(nn.Module):
             self.router = Router(dim, len(metrics), settings)
             extra = DAMAGE_STATS if settings.pixel_dense and settings.dense_to_heads else 0
             extra += self.pixels.along_dim if self.pixels is not None else 0
-            self.branches = nn.ModuleList(MetricBranch(dim, settings.hidden, n_levels, settings.pool, extra)
-                                          for _ in metrics)
+            self.branches = nn.ModuleList(MetricBranch(dim, settings.hidden, n_levels, settings.pool, extra,
+                                                       kinds=len(settings.findings.get(m, [])))
+                                          for m in metrics)
         else:  # ablation: a plain VLM, one head per metric on mean-pooled target tokens
             self.pooled_heads = nn.ModuleList(
                 nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, settings.hidden), nn.GELU(), nn.Linear(settings.hidden, n_levels))
@@ -211,22 +224,25 @@ class Must(nn.Module):
         pixel_tokens, extra = (self._pixel_tokens(pixels, roles, samples, targets) if self.pixels is not None
                                 else (None, None))
         tokens = list(fused)
-        logits, routing, raw_logits = [], [], []
+        logits, routing, raw_logits, findings = [], [], [], []
         for b, t in enumerate(targets):
             aux = [(roles[i], fused[i], grids[i]) for i in range(len(roles)) if samples[i] == b and i != t]
             x = self.images(fused[t], grids[t], aux)                  # the target's visual tokens for the LM
             # the quality stream the router and heads read: the pixel path, joined by the encoder's
             # tokens through a gate that starts closed (a pixel-path warm-up leaves the heads as trained)
             q = x if pixel_tokens is None else pixel_tokens[b] + torch.tanh(self.vit_gate) * x
-            level_logits, route, raw, deltas = self.score(q, None if extra is None else extra[b])
+            level_logits, route, raw, deltas, found = self.score(q, None if extra is None else extra[b])
             if q.dim() == 3:  # views [V, N, D]: their mean level probabilities; routing from the image as given
                 level_logits = view_mean(level_logits)
+                found = None if found is None else found.mean(dim=0)
                 route, raw, deltas = route[0], raw[0], deltas[0]
+            findings.append(found)
             tokens[t] = x + (route[:, :, None] * deltas).sum(dim=1)   # routed metric-aware tokens
             logits.append(level_logits)
             routing.append(route.reshape(*grids[t], -1))
             raw_logits.append(raw.reshape(*grids[t], -1))
-        return MustResult(tokens, torch.stack(logits), routing, raw_logits)
+        return MustResult(tokens, torch.stack(logits), routing, raw_logits,
+                          None if findings[0] is None else torch.stack(findings))
 
     @contextmanager
     def one_view(self):
@@ -264,24 +280,30 @@ class Must(nn.Module):
     def score(self, q: torch.Tensor, extra: torch.Tensor | None = None):
         """Quality tokens [..., N, D] (and what the pixel path adds to each head beside them,
         [..., M, E]: `_head_extra`) -> level logits [..., M, L], routing [..., N, M], router logits [..., N, M]
-        and each branch's metric-aware adaptation [..., N, M, D]. Leading dimensions are samples
-        of one token grid, scored together."""
+        each branch's metric-aware adaptation [..., N, M, D] and the finding logits [..., K, 2] (the
+        branches' in `vocab` order; None without findings). Leading dimensions are samples of one
+        token grid, scored together."""
         route, raw = self.router(q)
-        per_metric, deltas = [], []
+        per_metric, deltas, findings = [], [], []
         for m, branch in enumerate(self.branches):
-            level_logits, delta = branch(q, route[..., m], None if extra is None else extra[..., m, :])
+            level_logits, delta, found = branch(q, route[..., m], None if extra is None else extra[..., m, :])
             per_metric.append(level_logits)
             deltas.append(delta)
-        return torch.stack(per_metric, dim=-2), route, raw, torch.stack(deltas, dim=-2)
+            if found is not None:
+                findings.append(found)
+        return (torch.stack(per_metric, dim=-2), route, raw, torch.stack(deltas, dim=-2),
+                torch.cat(findings, dim=-2) if findings else None)
 
-    def score_pixels(self, channels: torch.Tensor, dense: bool = False):
+    def score_pixels(self, channels: torch.Tensor, dense: bool = False, findings: bool = False):
         """The pixel path alone (no encoder, no LM): channels [B, C, H, W] (PixelPath.channels) ->
         level logits [B, M, L] and router logits [B, N, M] (and with `dense`, the damage-map
-        logits [B, M, H/4, W/4]). What the pixel warm-up trains; equal to the full forward's while
-        the encoder gate is closed. The batch is scored in one call (its samples share a grid)."""
+        logits [B, M, H/4, W/4]; then with `findings`, the finding logits [B, K, 2] or None). What
+        the pixel warm-up trains; equal to the full forward's while the encoder gate is closed. The
+        batch is scored in one call (its samples share a grid)."""
         feats, fine, along = self._pixel_run(channels, dense)
-        logits, _, route, _ = self.score(feats, self._head_extra(fine, along))
-        return (logits, route, fine) if dense else (logits, route)
+        logits, _, route, _, found = self.score(feats, self._head_extra(fine, along))
+        out = (logits, route, fine) if dense else (logits, route)
+        return (*out, found) if findings else out
 
     def _pixel_tokens(self, pixels: list[torch.Tensor] | None, roles: list[str], samples: list[int],
                       targets: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:

@@ -45,6 +45,7 @@ CHAT_TEMPLATE = (
 
 def corpus(n_anatomies: int = 40, seed: int = 12345) -> list[str]:
     """Texts the tokenizer is trained on: prompts, schema words and phantom explanation facts."""
+    from casiqa.model.findings import prompt_findings, recorded_findings
     from casiqa.phantom.case import anatomy_cases
     from casiqa.phantom.config import PhantomConfig
     from casiqa.schema import json_schema, to_explanation
@@ -57,8 +58,10 @@ def corpus(n_anatomies: int = 40, seed: int = 12345) -> list[str]:
     for anatomy in range(n_anatomies):
         for case in anatomy_cases(seed, anatomy, cfg):
             head = {m: {"level": case.scores[m].level, "score": case.scores[m].mos} for m in METRICS}
+            found = prompt_findings(recorded_findings([f.to_json() for f in case.failures], METRICS))
             for aux in ([], ["live"], ["reference"], ["live", "reference"]):
-                texts.append(render("assess.j2", aux=aux, head=head, metrics=METRICS))
+                texts.append(render("assess.j2", aux=aux, head=head, metrics=METRICS, findings=None))
+                texts.append(render("assess.j2", aux=aux, head=head, metrics=METRICS, findings=found))
             answer = {m: {"level": case.scores[m].level, "explanation": to_explanation(case.facts[m])} for m in METRICS}
             texts.append(json.dumps(answer, separators=(",", ":")))
             texts.append(" ".join(f for m in METRICS for f in case.facts[m]))
