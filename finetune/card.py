@@ -83,9 +83,13 @@ def _stages(args, training_args) -> str:
     dense += f", score squared-error weight {score:g}" if score else ""
     pool = ", mass pooling in the metric branches" if getattr(args, "pool", "attention") == "attention+mass" else ""
     pool += ", findings heads" if getattr(args, "findings", False) else ""
+    lm = getattr(args, "lm_warmup_steps", 0)
+    lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "
+          f"{args.lm_warmup_batch_size}, learning rate {args.lm_warmup_lr}"
+          + (", bf16 autocast" if getattr(args, "lm_warmup_bf16", False) else "") + " (lm-warmup/history.json)") if lm else ""
     return (f"(1) pixel warm-up of MUST's quality path{tophat}{pool}, {args.pixel_warmup_epochs:g} epochs of batch "
             f"{args.pixel_warmup_batch_size}, learning rate {args.pixel_warmup_lr}, evidence weight "
-            f"{args.pixel_warmup_evidence_weight}{dense}{weights} (pixel-warmup/history.json){frozen}; (2) {sft}.")
+            f"{args.pixel_warmup_evidence_weight}{dense}{weights} (pixel-warmup/history.json){frozen}{lm}; (2) {sft}.")
 
 
 def _warmup_table(out: Path) -> str:

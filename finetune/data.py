@@ -142,12 +142,15 @@ class Collator:
             return present
         return [r for r in present if self.rng.random() >= self.aux_drop]
 
-    def conversation(self, row: dict, aux: list[str], answer: str) -> list[dict]:
+    def conversation(self, row: dict, aux: list[str], answer: str, images: bool = True) -> list[dict]:
+        """The row as a chat; with images=False the same text without the image placeholders (the
+        language warm-up, finetune/lm_warmup.py)."""
         head = {m: {"level": level_of(float(row["scores"][m]["mos"])), "score": float(row["scores"][m]["mos"])} for m in METRICS}
         failures = failure_list(row) if self.vocab else None
         # a row without failure records has no findings block (its findings are unknown, not "none")
         found = None if failures is None else prompt_findings(recorded_findings(failures, METRICS))
         content = [{"type": "image", "image_role": "target"}] + [{"type": "image", "image_role": r} for r in aux]
+        content = content if images else []
         content.append({"type": "text", "text": self._render("assess.j2", aux=aux, head=head, metrics=METRICS,
                                                              findings=found)})
         return [{"role": "system", "content": self.system}, {"role": "user", "content": content},
@@ -163,16 +166,7 @@ class Collator:
             texts.append(tok.apply_chat_template(self.conversation(row, aux, answer), tokenize=False))
             images.append([to_rgb(grey_image(row["synthetic"]))] + [to_rgb(grey_image(row[r])) for r in aux])
             answers.append(len(tok.encode(answer + "<|im_end|>\n", add_special_tokens=False)))
-        tok.padding_side = "right"
-        try:
-            batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
-        finally:
-            tok.padding_side = "left"
-        labels = torch.full_like(batch["input_ids"], -100)
-        lengths = batch["attention_mask"].sum(-1).tolist()
-        for i, (n, k) in enumerate(zip(lengths, answers, strict=True)):
-            labels[i, n - k : n] = batch["input_ids"][i, n - k : n]  # right padding: the answer ends each row
-        batch["labels"] = labels
+        batch = self._encode(texts, answers, images)
         batch["evidence_targets"] = evidence_targets(rows, batch["image_grid_thw"], [1 + len(a) for a in auxes])
         mos = torch.tensor([[float(r["scores"][m]["mos"]) for m in METRICS] for r in rows])
         std = torch.tensor([[float(r["scores"][m].get("std") or 0.0) for m in METRICS] for r in rows])
@@ -181,3 +175,40 @@ class Collator:
             batch["finding_targets"] = torch.stack([finding_targets(failure_list(r), self.vocab, f"row {r.get('id', '?')}")
                                                     for r in rows])
         return dict(batch)
+
+    def text_batch(self, rows: list[dict]) -> dict:
+        """The rows' conversations without images, left-padded so that every answer ends the row:
+        input_ids, attention_mask and labels on the answer, and `answer_span`, the most tokens an
+        answer (with its end of turn) takes (the language warm-up computes logits on those last
+        positions only; the rows need no image decoded, only whether their auxiliary images exist)."""
+        tok = self.processor.tokenizer
+        texts, answers = [], []
+        for row in rows:
+            answer = answer_json(row)
+            texts.append(tok.apply_chat_template(self.conversation(row, self.aux_of(row), answer, images=False),
+                                                 tokenize=False))
+            answers.append(len(tok.encode(answer + "<|im_end|>\n", add_special_tokens=False)))
+        batch = dict(self._encode(texts, answers, left=True))
+        batch["answer_span"] = max(answers)
+        return batch
+
+    def _encode(self, texts: list[str], answers: list[int], images: list | None = None, left: bool = False):
+        """Tokenised (and, given images, processed) rows, right-padded (or left-padded), with labels
+        on each row's last `answers[i]` tokens (the answer and its end of turn)."""
+        tok = self.processor.tokenizer
+        tok.padding_side = "left" if left else "right"
+        try:
+            if images is None:
+                batch = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            else:
+                batch = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+        finally:
+            tok.padding_side = "left"
+        labels = torch.full_like(batch["input_ids"], -100)
+        width = batch["input_ids"].shape[1]
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        for i, (n, k) in enumerate(zip(lengths, answers, strict=True)):
+            end = width if left else n  # the answer ends each row: at the padding (right) or at the end (left)
+            labels[i, end - k : end] = batch["input_ids"][i, end - k : end]
+        batch["labels"] = labels
+        return batch

@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 SMALL = ["--tiny_hidden", "64", "--tiny_layers", "1", "--tiny_vision_depth", "2", "--tiny_vision_hidden", "32",
          "--image_size", "112", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
          "--logging_steps", "1", "--eval_steps", "100", "--warmup_steps", "0", "--head_warmup_steps", "0",
-         "--test_at_end", "false", "--pixel_warmup_epochs", "0",
+         "--test_at_end", "false", "--pixel_warmup_epochs", "0", "--lm_warmup_steps", "0",
          "--dataloader_num_workers", "0"]
 
 
@@ -71,7 +71,9 @@ def test_pixel_warmup_runs_before_sft_and_is_reused(phantom, tmp_path, monkeypat
     monkeypatch.chdir(ROOT)
     out = tmp_path / "warm"
     stage1 = ["--pixel_warmup_epochs", 2, "--pixel_warmup_batch_size", 8, "--pixel_warmup_evidence_weight", 1.0]
-    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, "--save_steps", 1, *stage1) == 0
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, "--save_steps", 1, *stage1,
+                "--lm_warmup_steps", 2, "--lm_warmup_batch_size", 4) == 0
+    assert [e["lm_warmup_step"] for e in json.loads((out / "lm-warmup" / "history.json").read_text())] == [1, 2]
     history = json.loads((out / "pixel-warmup" / "history.json").read_text())
     assert [round(e["epoch"]) for e in history] == [1, 2]
     assert all(f"val_{m}_srcc" in history[0] for m in ("guidewire_visibility", "artifact_interference"))
@@ -156,3 +158,7 @@ def test_recipe_fields_are_checked():
         CasIqaArguments(pixel_warmup_dense_damaged_weight=0.0)
     with pytest.raises(ValueError, match="score_weight must be >= 0"):
         CasIqaArguments(pixel_warmup_score_weight=-1.0)
+    with pytest.raises(ValueError, match="pass --findings false too"):
+        CasIqaArguments(must=False, findings=True)
+    with pytest.raises(ValueError, match="findings loss weights must be >= 0"):
+        CasIqaArguments(findings_loss_weight=-1.0)

@@ -19,6 +19,12 @@ CAS-3K-like data in it. One JSON object per line:
       "failures": [...], "meta": {...}                                              optional
     }
 
+Each failure record: {"metric": ..., "kind": ..., "severity": 0..1, "bbox": [x0, y0, x1, y1] in
+0..1}. The router learns where failures are from the boxes; a model with findings heads
+(`--findings true`) learns which kinds are present from `kind`, which must be one of the phantom's
+kinds for its metric (casiqa.model.findings.phantom_vocabulary). An empty list says the image is
+clean; a row without the field teaches neither.
+
 MOS is on the 1..5 scale, higher is better for every metric (artifact_interference 5 = no
 artefacts). A level, when given, must be the level nearest the MOS.
 """

@@ -14,7 +14,9 @@ For each sample (one target image, zero to two auxiliary images, aligned to it):
                     biased by the routing weights (optionally joined by the routed mean, which counts
                     how much is damaged), feeds that metric's head: logits over five levels; the
                     pixel path can add its damage maps' summary and its features along the true
-                    devices and vessels (pixel_dense, pixel_along) to every head.
+                    devices and vessels (pixel_dense, pixel_along) to every head; with `findings`,
+                    each branch also says which failure kinds of its metric it sees and how badly
+                    (casiqa/model/findings.py), for the prompt the explanation is written from.
 The LM receives, at the same positions, the target tokens plus their routed branch adaptations, and
 the depth-fused auxiliary tokens: the visual token count never changes. Every residual branch
 starts at zero, so an untrained MUST passes the encoder's tokens through unchanged.
