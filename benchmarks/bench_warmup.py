@@ -183,6 +183,10 @@ def run(argv: list[str], cache: Path | None = None, fine: tuple[int, int] | None
         start = time.perf_counter()
         train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, pixels, cache, fine)
         cache_s = time.perf_counter() - start
+        for name, rows, limit in (("validation", val, args.eval_max_samples), ("train", train, args.max_train_samples)):
+            if rows.failures is None:  # a cache made before PixelRows kept them: the findings heads need them too
+                rows.failures = row_failures(args, name, limit)
+                same_rows(rows, rows.failures)
         cfg = warmup_config(args, training_args)
         clock = [time.perf_counter()]
 
@@ -194,10 +198,7 @@ def run(argv: list[str], cache: Path | None = None, fine: tuple[int, int] | None
 
         history = warm_up(model, train, val, cfg, log=log)
         must = model.model.must
-        kinds = {name: by_kind(must, rows, rows.failures if rows.failures is not None
-                               else row_failures(args, name, limit))
-                 for name, rows, limit in (("validation", val, args.eval_max_samples),
-                                           ("train", train, args.max_train_samples))}
+        kinds = {name: by_kind(must, rows, rows.failures) for name, rows in (("validation", val), ("train", train))}
         dense = None
         if pixels.dense is not None and train.damage is not None:
             fits = {"validation": dense_fit(must, val, row_maps(args, "validation", args.eval_max_samples,

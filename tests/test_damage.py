@@ -104,8 +104,8 @@ def test_mass_pooling_counts_what_attention_pooling_averages():
         branch.score.bias.data.zero_()
         branch.score.weight.data[0, 0] = 50.0 * bad[0].sign()   # attend to the damaged tokens only
         with torch.no_grad():
-            a, _ = branch(one, route)
-            b, _ = branch(four, route)
+            a, _, _ = branch(one, route)
+            b, _, _ = branch(four, route)
         assert torch.allclose(a, b, atol=1e-4) is not differ, pool
     with pytest.raises(ValueError, match="pool must be"):
         MustSettings(pool="sum")

@@ -57,8 +57,8 @@ def finding_targets(failures: list[dict] | None, vocab: list[tuple[str, str]], w
         key = (f.get("metric"), f.get("kind"))
         if key not in index:
             known = ", ".join(k for m, k in vocab if m == key[0]) or "none"
-            raise DatasetFieldError(f"{where}: failure {j} has kind {key[1]!r} for {key[0]}, which the findings vocabulary "
-                             f"lacks (known: {known})")
+            raise DatasetFieldError(f"{where}: failure {j} has kind {key[1]!r} for {key[0]}, which the findings "
+                                    f"vocabulary lacks (known: {known})")
         i = index[key]
         out[i, 0] = 1.0
         out[i, 1] = max(float(out[i, 1]), min(max(float(f.get("severity", 1.0)), 0.0), 1.0))
