@@ -147,6 +147,17 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
         kept.write_text(json.dumps(settings, indent=2))
 
 
+def check_failure_records(rows, data) -> None:
+    """The findings heads learn from failure records: training rows without any would leave them
+    untrained, and their random findings would then be written into every explanation."""
+    from casiqa.data.rows import DatasetFieldError, failure_list
+    from finetune.lm_warmup import text_rows
+
+    if not any(failure_list(r) is not None for r in text_rows(rows)):
+        raise DatasetFieldError(f"{data}: no training row has failure records (`failures`), which the findings heads "
+                                "learn from; add them (casiqa/data/folder.py) or pass --findings false")
+
+
 def language_warmup(model, processor, args, training_args, train, vocab) -> None:
     """Stage 1b (finetune/lm_warmup.py): the language model alone on the rows' text; its loss per
     tenth of the run goes to output_dir/lm-warmup/history.json."""
@@ -219,6 +230,8 @@ def prepare(argv: list[str] | None = None) -> Run:
 
     train = subset(load_rows(args.data, "train"), args.max_train_samples)
     val = subset(load_rows(args.data, "validation"), args.eval_max_samples)
+    if args.findings:
+        check_failure_records(train, args.data)
     model, processor = build_model(args, model_args, training_args)
     if not training_args.resume_from_checkpoint:  # a checkpoint already holds the warmed-up MUST
         pixel_warmup(model, processor, args, training_args, train, val,

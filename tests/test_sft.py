@@ -162,3 +162,13 @@ def test_recipe_fields_are_checked():
         CasIqaArguments(must=False, findings=True)
     with pytest.raises(ValueError, match="findings loss weights must be >= 0"):
         CasIqaArguments(findings_loss_weight=-1.0)
+
+
+def test_findings_without_failure_records_are_refused():
+    from casiqa.data.rows import DatasetFieldError
+    from finetune.sft import check_failure_records
+
+    rows = [{"id": "a", "scores": {}, "failures": None}, {"id": "b", "scores": {}}]
+    with pytest.raises(DatasetFieldError, match="pass --findings false"):
+        check_failure_records(rows, "my-folder")
+    check_failure_records(rows + [{"id": "c", "scores": {}, "failures": []}], "my-folder")   # a clean record counts
