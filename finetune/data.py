@@ -165,7 +165,7 @@ class Collator:
             answer = answer_json(row)
             texts.append(tok.apply_chat_template(self.conversation(row, aux, answer), tokenize=False))
             images.append([to_rgb(grey_image(row["synthetic"]))] + [to_rgb(grey_image(row[r])) for r in aux])
-            answers.append(len(tok.encode(answer + "<|im_end|>\n", add_special_tokens=False)))
+            answers.append(self._answer_tokens(answer))
         batch = self._encode(texts, answers, images)
         batch["evidence_targets"] = evidence_targets(rows, batch["image_grid_thw"], [1 + len(a) for a in auxes])
         mos = torch.tensor([[float(r["scores"][m]["mos"]) for m in METRICS] for r in rows])
@@ -187,10 +187,14 @@ class Collator:
             answer = answer_json(row)
             texts.append(tok.apply_chat_template(self.conversation(row, self.aux_of(row), answer, images=False),
                                                  tokenize=False))
-            answers.append(len(tok.encode(answer + "<|im_end|>\n", add_special_tokens=False)))
+            answers.append(self._answer_tokens(answer))
         batch = dict(self._encode(texts, answers, left=True))
         batch["answer_span"] = max(answers)
         return batch
+
+    def _answer_tokens(self, answer: str) -> int:
+        """How many tokens the answer and its end of turn take: the labelled tail of its row."""
+        return len(self.processor.tokenizer.encode(answer + "<|im_end|>\n", add_special_tokens=False))
 
     def _encode(self, texts: list[str], answers: list[int], images: list | None = None, left: bool = False):
         """Tokenised (and, given images, processed) rows, right-padded (or left-padded), with labels
@@ -208,7 +212,7 @@ class Collator:
         width = batch["input_ids"].shape[1]
         lengths = batch["attention_mask"].sum(-1).tolist()
         for i, (n, k) in enumerate(zip(lengths, answers, strict=True)):
-            end = width if left else n  # the answer ends each row: at the padding (right) or at the end (left)
+            end = width if left else n  # the answer ends each row: before its padding (right) or at the end (left)
             labels[i, end - k : end] = batch["input_ids"][i, end - k : end]
         batch["labels"] = labels
         return batch
