@@ -45,3 +45,10 @@ def level_score(level: str) -> float:
         return SCORE_MIN + LEVELS.index(level)
     except ValueError:
         raise ValueError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}") from None
+
+
+def kind_title(kind: str) -> str:
+    """A failure kind's name in words ('wire_gaps' -> 'wire gaps'): how the findings in the prompt
+    name it, and how each explanation fact begins, so that what the model writes first is what
+    its findings heads found (docs/training-log.md, 2026-11-27, third session)."""
+    return kind.replace("_", " ")

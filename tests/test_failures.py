@@ -84,9 +84,24 @@ def test_facts_name_the_failure(scenes):
     scene = scenes[0]
     f = KINDS["branch_deletion"].sample(np.random.default_rng(0), scene, 0.1)
     facts = explanation_facts([f], scene)
-    assert facts["branch_discernibility"] == [f"{scene.tree.branches[f.params['order'][0]].name} missing"]
+    assert facts["branch_discernibility"] == [f"branch deletion: {scene.tree.branches[f.params['order'][0]].name} missing"]
     assert facts["artifact_interference"] == ["no artefacts"]
     assert "guidewire" in facts["guidewire_visibility"][0]
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_fact_begins_with_the_words_its_finding_uses(kind, scenes):
+    """The language model writes what the findings say first: each fact opens with the kind's
+    name as the prompt's findings write it, so an explanation's first words are read off the
+    prompt rather than guessed from the image."""
+    from casiqa.model.findings import describe
+    from casiqa.phantom.facts import explanation_facts
+
+    words = describe([(kind, 0.9)]).removesuffix(" (severe)")
+    for scene in scenes:
+        failure = KINDS[kind].sample(np.random.default_rng(1), scene, 0.9)
+        fact = explanation_facts([failure], scene)[KINDS[kind].metric]
+        assert fact == [KINDS[kind].fact(failure)] and fact[0].startswith(words + ": "), fact
 
 
 @pytest.mark.parametrize("kind", sorted(OFFSET_KINDS))
@@ -124,9 +139,10 @@ def test_an_explanation_is_read_back_into_the_kind_it_describes(kind, scenes):
     metric = KINDS[kind].metric
     for scene in scenes:
         for s in (0.1, 0.5, 0.95):
-            text = KINDS[kind].describe(KINDS[kind].sample(np.random.default_rng(3), scene, s))
-            assert named_kinds(text, metric) == {kind}, text
+            failure = KINDS[kind].sample(np.random.default_rng(3), scene, s)
+            for text in (KINDS[kind].describe(failure), KINDS[kind].fact(failure)):
+                assert named_kinds(text, metric) == {kind}, text
         assert named_kinds(clean_fact(metric, scene), metric) == set()
         other = next(k for k in kinds_of(metric) if k != kind)
-        both = "; ".join(KINDS[k].describe(KINDS[k].sample(np.random.default_rng(3), scene, 0.5)) for k in (kind, other))
+        both = "; ".join(KINDS[k].fact(KINDS[k].sample(np.random.default_rng(3), scene, 0.5)) for k in (kind, other))
         assert named_kinds(both, metric) == {kind, other}, both

@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from casiqa.metrics import kind_title
+
 SEVERITY_WORDS = ("slight", "moderate", "severe")   # thirds of [0, 1], as the phantom's facts grade
 PRESENT = 0.5                                       # a kind is reported when its presence probability is above
 
@@ -110,7 +112,7 @@ def describe(findings: list[tuple[str, float]]) -> str:
     """One metric's findings in the prompt's words: 'wire gaps (severe), wire fade (slight)', or 'none'."""
     if not findings:
         return "none"
-    return ", ".join(f"{kind.replace('_', ' ')} ({severity_word(s)})" for kind, s in findings)
+    return ", ".join(f"{kind_title(kind)} ({severity_word(s)})" for kind, s in findings)
 
 
 def prompt_findings(findings: Findings | None) -> dict[str, str] | None:

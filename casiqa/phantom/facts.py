@@ -22,7 +22,7 @@ def explanation_facts(failures: list[Failure], scene: Scene) -> dict[str, list[s
     out: dict[str, list[str]] = {}
     for metric in METRICS:
         own = sorted((f for f in failures if f.metric == metric), key=lambda f: -f.severity)
-        out[metric] = [KINDS[f.kind].describe(f) for f in own] or [clean_fact(metric, scene)]
+        out[metric] = [KINDS[f.kind].fact(f) for f in own] or [clean_fact(metric, scene)]
     return out
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from casiqa.metrics import kind_title
 from casiqa.phantom.raster import TubeLayer
 from casiqa.phantom.render import Scene
 
@@ -65,6 +66,12 @@ class FailureKind:
     # words every description of this kind holds and no other kind's of its metric does once longer
     # phrases are taken out (facts.named_kinds reads an explanation back into kinds with them)
     phrase: str = ""
+
+    def fact(self, failure: Failure) -> str:
+        """The explanation fact: the kind's title first, then the description ('wire gaps: guidewire
+        in the LAD moderately broken by 2 gap(s)'). A model writes left to right; beginning with
+        what its findings name lets it state the kind before it has to guess where."""
+        return f"{kind_title(self.name)}: {self.describe(failure)}"
 
 
 KINDS: dict[str, FailureKind] = {}
