@@ -43,6 +43,9 @@ class CasIqaArguments:
     router: str = "soft"
     use_aux: bool = field(default=True, metadata={"help": "False: never show live/reference images (ablation)"})
     aux_drop: float = field(default=0.3, metadata={"help": "chance each auxiliary image is dropped from a training row"})
+    prompt_score_noise: float = field(default=0.0, metadata={
+        "help": "training prompts show each MOS plus Gaussian noise of this standard deviation as the heads' score "
+                "(and level): the text then follows the findings, not the level, as at inference"})
     # loss
     head_loss_weight: float = 1.0
     lm_loss_weight: float = 1.0
@@ -98,6 +101,8 @@ class CasIqaArguments:
     def __post_init__(self) -> None:
         if not 0.0 <= self.aux_drop <= 1.0:
             raise ValueError(f"aux_drop must be in [0, 1], got {self.aux_drop}")
+        if self.prompt_score_noise < 0:
+            raise ValueError(f"prompt_score_noise must be >= 0, got {self.prompt_score_noise}")
         if self.head_loss_weight < 0 or self.lm_loss_weight < 0:
             raise ValueError("loss weights must be >= 0")
         if self.pixel_warmup_epochs < 0:

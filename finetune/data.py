@@ -19,20 +19,23 @@ import torch
 
 from casiqa.data.rows import DatasetFieldError, failure_list, grey_image, load_rows  # noqa: F401  (re-exported)
 from casiqa.imaging import to_rgb
-from casiqa.metrics import METRIC_TITLES, METRICS, level_of
+from casiqa.metrics import METRIC_TITLES, METRICS, SCORE_MAX, SCORE_MIN, level_of
 from casiqa.model.findings import finding_targets, prompt_findings, recorded_findings
 from casiqa.model.levels import soft_levels
 from casiqa.schema import to_explanation
 
 
-def answer_json(row: dict) -> str:
-    """The assistant turn: what the Outlines grammar admits, key order and all, no whitespace."""
+def answer_json(row: dict, levels: dict[str, str] | None = None) -> str:
+    """The assistant turn: what the Outlines grammar admits, key order and all, no whitespace. Its
+    levels are the prompt's (`levels`; by default the MOS's): the grammar pins the answer's level
+    to the level the prompt gives."""
     facts = row.get("facts") or {}
     out = {}
     for m in METRICS:
         lines = facts.get(m) or []
         text = to_explanation(lines) if lines else "no finding"
-        out[m] = {"level": level_of(float(row["scores"][m]["mos"])), "explanation": text}
+        level = levels[m] if levels else level_of(float(row["scores"][m]["mos"]))
+        out[m] = {"level": level, "explanation": text}
     return json.dumps(out, separators=(",", ":"))
 
 
@@ -122,14 +125,19 @@ class Collator:
     """Rows -> a padded batch with labels on the answer, pixel inputs and soft level targets."""
 
     def __init__(self, processor, aux_drop: float = 0.3, use_aux: bool = True, seed: int = 0, train: bool = True,
-                 vocab: list[tuple[str, str]] | None = None):
+                 vocab: list[tuple[str, str]] | None = None, score_noise: float = 0.0):
         """`vocab`: the model's findings vocabulary (Must.vocab), for the prompt's findings and the
-        findings targets; None or empty for a model without findings heads."""
+        findings targets; None or empty for a model without findings heads. `score_noise`: in
+        training, the standard deviation of Gaussian noise added to each MOS before it is shown in
+        the prompt as the heads' score and level (the answer's level follows it), as the heads'
+        own scores are off at inference; the level targets stay the MOS's."""
         from prompts import render
 
         self.processor = processor
         self.vocab = list(vocab or [])
-        self.aux_drop, self.use_aux, self.train = aux_drop, use_aux, train
+        if score_noise < 0:
+            raise ValueError(f"score_noise must be >= 0, got {score_noise}")
+        self.aux_drop, self.use_aux, self.train, self.score_noise = aux_drop, use_aux, train, score_noise
         self.rng = random.Random(seed)
         self.system = render("system.j2", metrics=METRICS, titles=METRIC_TITLES)
         self._render = render
@@ -142,10 +150,24 @@ class Collator:
             return present
         return [r for r in present if self.rng.random() >= self.aux_drop]
 
-    def conversation(self, row: dict, aux: list[str], answer: str, images: bool = True) -> list[dict]:
-        """The row as a chat; with images=False the same text without the image placeholders (the
+    def head_of(self, row: dict) -> dict[str, dict]:
+        """What the prompt shows as the heads' result per metric: the MOS and its level, or in
+        training with `score_noise` the MOS plus noise (within the score range), so that the text
+        learns to follow the findings rather than the level."""
+        head = {}
+        for m in METRICS:
+            score = float(row["scores"][m]["mos"])
+            if self.train and self.score_noise:
+                score = min(max(score + self.rng.gauss(0.0, self.score_noise), SCORE_MIN), SCORE_MAX)
+            head[m] = {"level": level_of(score), "score": score}
+        return head
+
+    def conversation(self, row: dict, aux: list[str], answer: str, images: bool = True,
+                     head: dict[str, dict] | None = None) -> list[dict]:
+        """The row as a chat (`head`: what the prompt shows as the heads' result, by default
+        `head_of(row)`); with images=False the same text without the image placeholders (the
         language warm-up, finetune/lm_warmup.py)."""
-        head = {m: {"level": level_of(float(row["scores"][m]["mos"])), "score": float(row["scores"][m]["mos"])} for m in METRICS}
+        head = head if head is not None else self.head_of(row)
         failures = failure_list(row) if self.vocab else None
         # a row without failure records has no findings block (its findings are unknown, not "none")
         found = None if failures is None else prompt_findings(recorded_findings(failures, METRICS))
@@ -162,8 +184,9 @@ class Collator:
         for row in rows:
             aux = self.aux_of(row)
             auxes.append(aux)
-            answer = answer_json(row)
-            texts.append(tok.apply_chat_template(self.conversation(row, aux, answer), tokenize=False))
+            head = self.head_of(row)
+            answer = answer_json(row, {m: h["level"] for m, h in head.items()})
+            texts.append(tok.apply_chat_template(self.conversation(row, aux, answer, head=head), tokenize=False))
             images.append([to_rgb(grey_image(row["synthetic"]))] + [to_rgb(grey_image(row[r])) for r in aux])
             answers.append(self._answer_tokens(answer))
         batch = self._encode(texts, answers, images)
@@ -184,9 +207,10 @@ class Collator:
         tok = self.processor.tokenizer
         texts, answers = [], []
         for row in rows:
-            answer = answer_json(row)
-            texts.append(tok.apply_chat_template(self.conversation(row, self.aux_of(row), answer, images=False),
-                                                 tokenize=False))
+            head = self.head_of(row)
+            answer = answer_json(row, {m: h["level"] for m, h in head.items()})
+            texts.append(tok.apply_chat_template(self.conversation(row, self.aux_of(row), answer, images=False,
+                                                                   head=head), tokenize=False))
             answers.append(self._answer_tokens(answer))
         batch = dict(self._encode(texts, answers, left=True))
         batch["answer_span"] = max(answers)

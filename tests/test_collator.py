@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -50,3 +51,32 @@ def test_evidence_maps_follow_failure_boxes():
     b = METRICS.index("branch_discernibility")
     assert maps[0, b, :, :4].eq(1).all() and maps[0, b, :, 4:].eq(0).all() and maps[0, 0].eq(0).all()
     assert maps[1].eq(-1).all()  # no failure record: ignored
+
+
+def test_score_noise_moves_the_prompt_and_the_answer_level_together_in_training_only(tiny):
+    """With score_noise the prompt shows a noisy score as the heads' (as their error at inference)
+    and the answer's level follows it, as the grammar pins it there; the soft level targets stay
+    the MOS's, and evaluation batches show the MOS."""
+    import re
+
+    _, processor = tiny
+    tok = processor.tokenizer
+    rows = [_row(i) for i in range(16)]
+    noisy = Collator(processor, aux_drop=0.0, score_noise=1.0, seed=3)
+    batch = noisy(rows)
+    clean = Collator(processor, aux_drop=0.0)(rows)
+    assert torch.equal(batch["level_targets"], clean["level_targets"])
+    moved = 0
+    for i, row in enumerate(rows):
+        text = tok.decode(batch["input_ids"][i])
+        shown = dict(re.findall(r"- (\w+): \w+ \((\d\.\d)\)", text))
+        answer = json.loads(tok.decode(batch["labels"][i][batch["labels"][i] != -100]).removesuffix("<|im_end|>\n"))
+        for m in METRICS:
+            assert 1.0 <= float(shown[m]) <= 5.0
+            assert f"- {m}: {answer[m]['level']} ({shown[m]})" in text      # the answer's level is the prompt's
+            moved += float(shown[m]) != row["scores"][m]["mos"]
+    assert moved > 24
+    evaluation = Collator(processor, aux_drop=0.0, score_noise=1.0, train=False)(rows)
+    assert torch.equal(evaluation["input_ids"], Collator(processor, aux_drop=0.0, train=False)(rows)["input_ids"])
+    with pytest.raises(ValueError, match="score_noise"):
+        Collator(processor, score_noise=-0.1)
