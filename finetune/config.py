@@ -46,6 +46,10 @@ class CasIqaArguments:
     prompt_score_noise: float = field(default=0.0, metadata={
         "help": "training prompts show each MOS plus Gaussian noise of this standard deviation as the heads' score "
                 "(and level): the text then follows the findings, not the level, as at inference"})
+    prompt_scores: str = field(default="mos", metadata={
+        "help": "what training prompts show as the heads' scores (and levels): mos, or heads: the stage-1 heads' own "
+                "scores of each training row, so that levels and findings come paired as at inference (needs the "
+                "pixel warm-up)"})
     # loss
     head_loss_weight: float = 1.0
     lm_loss_weight: float = 1.0
@@ -103,6 +107,11 @@ class CasIqaArguments:
             raise ValueError(f"aux_drop must be in [0, 1], got {self.aux_drop}")
         if self.prompt_score_noise < 0:
             raise ValueError(f"prompt_score_noise must be >= 0, got {self.prompt_score_noise}")
+        if self.prompt_scores not in ("mos", "heads"):
+            raise ValueError(f"prompt_scores must be mos or heads, got {self.prompt_scores!r}")
+        if self.prompt_scores == "heads" and not (self.must and self.pixel_path and self.pixel_warmup_epochs):
+            raise ValueError("prompt_scores: heads shows the stage-1 heads' scores: it needs must, pixel_path and "
+                             "pixel_warmup_epochs > 0")
         if self.head_loss_weight < 0 or self.lm_loss_weight < 0:
             raise ValueError("loss weights must be >= 0")
         if self.pixel_warmup_epochs < 0:

@@ -125,12 +125,17 @@ class Collator:
     """Rows -> a padded batch with labels on the answer, pixel inputs and soft level targets."""
 
     def __init__(self, processor, aux_drop: float = 0.3, use_aux: bool = True, seed: int = 0, train: bool = True,
-                 vocab: list[tuple[str, str]] | None = None, score_noise: float = 0.0):
+                 vocab: list[tuple[str, str]] | None = None, score_noise: float = 0.0,
+                 prompt_scores: dict[str, list[float]] | None = None):
         """`vocab`: the model's findings vocabulary (Must.vocab), for the prompt's findings and the
         findings targets; None or empty for a model without findings heads. `score_noise`: in
         training, the standard deviation of Gaussian noise added to each MOS before it is shown in
         the prompt as the heads' score and level (the answer's level follows it), as the heads'
-        own scores are off at inference; the level targets stay the MOS's."""
+        own scores are off at inference. `prompt_scores`: in training, row id -> the scores (one per
+        metric, in METRICS order) to show in the prompt instead of the MOS, such as the stage-1
+        heads' own scores of the row (finetune.sft.heads_scores), so that the prompt pairs levels
+        and findings as inference will; rows it lacks show the MOS. The level targets stay the
+        MOS's either way."""
         from prompts import render
 
         self.processor = processor
@@ -138,6 +143,11 @@ class Collator:
         if score_noise < 0:
             raise ValueError(f"score_noise must be >= 0, got {score_noise}")
         self.aux_drop, self.use_aux, self.train, self.score_noise = aux_drop, use_aux, train, score_noise
+        self.prompt_scores = dict(prompt_scores or {})
+        bad = [k for k, v in self.prompt_scores.items() if len(v) != len(METRICS)]
+        if bad:
+            raise ValueError(f"prompt_scores need one score per metric ({len(METRICS)}); row {bad[0]!r} has "
+                             f"{len(self.prompt_scores[bad[0]])}")
         self.rng = random.Random(seed)
         self.system = render("system.j2", metrics=METRICS, titles=METRIC_TITLES)
         self._render = render
@@ -152,13 +162,15 @@ class Collator:
 
     def head_of(self, row: dict) -> dict[str, dict]:
         """What the prompt shows as the heads' result per metric: the MOS and its level, or in
-        training with `score_noise` the MOS plus noise (within the score range), so that the text
-        learns to follow the findings rather than the level."""
+        training the row's `prompt_scores` where given, with `score_noise` plus noise (within the
+        score range), so that the text learns to follow the findings rather than the level."""
         head = {}
-        for m in METRICS:
-            score = float(row["scores"][m]["mos"])
+        given = self.prompt_scores.get(str(row.get("id"))) if self.train else None
+        for j, m in enumerate(METRICS):
+            score = float(given[j]) if given is not None else float(row["scores"][m]["mos"])
             if self.train and self.score_noise:
-                score = min(max(score + self.rng.gauss(0.0, self.score_noise), SCORE_MIN), SCORE_MAX)
+                score += self.rng.gauss(0.0, self.score_noise)
+            score = min(max(score, SCORE_MIN), SCORE_MAX)
             head[m] = {"level": level_of(score), "score": score}
         return head
 

@@ -104,9 +104,16 @@ def _default(name: str):
     return json.loads(json.dumps(getattr(CasIqaArguments(), name, None), default=str))
 
 
-def pixel_warmup(model, processor, args, training_args, train, val, settings: dict | None = None) -> None:
+def _bar(it, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc=desc, mininterval=10)
+
+
+def pixel_warmup(model, processor, args, training_args, train, val, settings: dict | None = None):
     """Stage 1 (finetune/warmup.py); its result is kept in output_dir with the settings that made
-    it, so a rerun of the same recipe reuses it and a changed recipe is told to start afresh."""
+    it, so a rerun of the same recipe reuses it and a changed recipe is told to start afresh.
+    Returns the training rows' pixel cache when it trained (for heads_scores), else None."""
     from safetensors.torch import load_file, save_file
     from tqdm.auto import tqdm
 
@@ -115,7 +122,7 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
 
     must = unwrap(model).model.must
     if not args.pixel_warmup_epochs or getattr(must, "pixels", None) is None:
-        return
+        return None
     saved = Path(training_args.output_dir) / "pixel-warmup" / "must.safetensors"
     kept = saved.parent / "settings.json"
     if saved.is_file():
@@ -129,14 +136,12 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
                              f"choose another --output_dir to train stage 1 afresh")
         print(f"pixel warm-up: reusing {saved}" + ("" if before is not None else " (made before settings were kept)"))
         must.load_state_dict(load_file(str(saved)))
-        return
+        return None
 
-    def bar(it, desc):
-        return tqdm(it, desc=desc, mininterval=10)
-
+    (saved.parent / HEADS_SCORES).unlink(missing_ok=True)  # the scores of a stage 1 this run replaces
     dense = bool(args.pixel_warmup_dense_weight)
-    data = pixel_rows(train, processor, use_aux=args.use_aux, progress=bar, dense=dense, pixels=must.pixels)
-    check = pixel_rows(val, processor, use_aux=args.use_aux, progress=bar, pixels=must.pixels)
+    data = pixel_rows(train, processor, use_aux=args.use_aux, progress=_bar, dense=dense, pixels=must.pixels)
+    check = pixel_rows(val, processor, use_aux=args.use_aux, progress=_bar, pixels=must.pixels)
     cfg = warmup_config(args, training_args)
     history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),
                       progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
@@ -145,6 +150,47 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
     (saved.parent / "history.json").write_text(json.dumps(history, indent=2))
     if settings is not None:
         kept.write_text(json.dumps(settings, indent=2))
+    return data
+
+
+HEADS_SCORES = "train-scores.json"  # beside stage 1's weights: the heads' scores of the training rows
+
+
+def heads_scores(model, processor, args, training_args, train, data=None,
+                 resuming: bool = False) -> dict[str, list[float]]:
+    """The stage-1 heads' expected score of each training row (row id -> one per metric; pixel
+    path alone, every auxiliary image given, the image as given), for `prompt_scores: heads`:
+    the training prompts then show the levels the heads give, beside the recorded findings, as
+    inference does. Kept beside stage 1's weights and reused with them; `data` is the rows' pixel
+    cache if stage 1 just built it (else it is built here, ~2 min for the phantom on 2 cores)."""
+    from finetune.trainer import unwrap
+    from finetune.warmup import pixel_rows, predict
+
+    path = Path(training_args.output_dir) / "pixel-warmup" / HEADS_SCORES
+    ids = [str(i) for i in train["id"]] if "id" in getattr(train, "column_names", ()) else \
+        [str(r.get("id")) for r in train]
+    if len(set(ids)) != len(ids):
+        raise SystemExit(f"{args.data}: training row ids repeat; prompt_scores: heads needs unique ids")
+    if path.is_file():
+        kept = json.loads(path.read_text())
+        if set(ids) <= set(kept):
+            print(f"prompt scores: the stage-1 heads' scores from {path}")
+            return {i: kept[i] for i in ids}
+    if resuming:  # the model is not loaded from the checkpoint yet, and its heads have moved on from stage 1's
+        raise SystemExit(f"prompt_scores: heads: {path} is missing or lacks training rows, and a resumed run cannot "
+                         "recompute it; resume in the output_dir of the run that made the checkpoint")
+    must = unwrap(model).model.must
+    if data is None:
+        data = pixel_rows(train, processor, use_aux=args.use_aux, progress=_bar, pixels=must.pixels)
+    scores = predict(must, data)
+    out = {i: [round(float(x), 4) for x in row] for i, row in zip(ids, scores, strict=True)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out))
+    from finetune.warmup import srcc_of
+
+    print(f"prompt scores: the stage-1 heads' scores of {len(out)} training rows, SRCC against their MOS "
+          f"{srcc_of(scores, data.mos)}")
+    return out
 
 
 def check_failure_records(rows, data) -> None:
@@ -158,7 +204,7 @@ def check_failure_records(rows, data) -> None:
                                 "learn from; add them (casiqa/data/folder.py) or pass --findings false")
 
 
-def language_warmup(model, processor, args, training_args, train, vocab) -> None:
+def language_warmup(model, processor, args, training_args, train, vocab, prompt_scores=None) -> None:
     """Stage 1b (finetune/lm_warmup.py): the language model alone on the rows' text; its loss per
     tenth of the run goes to output_dir/lm-warmup/history.json."""
     if not args.lm_warmup_steps:
@@ -171,7 +217,7 @@ def language_warmup(model, processor, args, training_args, train, vocab) -> None
     cfg = LmWarmupConfig(steps=args.lm_warmup_steps, batch_size=args.lm_warmup_batch_size,
                          learning_rate=args.lm_warmup_lr, bf16=args.lm_warmup_bf16, seed=training_args.seed)
     collator = Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed, vocab=vocab,
-                        score_noise=args.prompt_score_noise)
+                        score_noise=args.prompt_score_noise, prompt_scores=prompt_scores)
     history = lm_warm_up(model, collator, train, cfg, log=lambda e: print(json.dumps(e)),
                          progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
     out = Path(training_args.output_dir) / "lm-warmup"
@@ -234,19 +280,26 @@ def prepare(argv: list[str] | None = None) -> Run:
     if args.findings:
         check_failure_records(train, args.data)
     model, processor = build_model(args, model_args, training_args)
+    data = None
     if not training_args.resume_from_checkpoint:  # a checkpoint already holds the warmed-up MUST
-        pixel_warmup(model, processor, args, training_args, train, val,
-                     warmup_settings(args, model_args, training_args))
+        data = pixel_warmup(model, processor, args, training_args, train, val,
+                            warmup_settings(args, model_args, training_args))
+    # on resuming, the scores kept beside stage 1's weights (the checkpoint's heads have moved on)
+    shown = None
+    if args.prompt_scores == "heads":
+        shown = heads_scores(model, processor, args, training_args, train, data,
+                             resuming=bool(training_args.resume_from_checkpoint))
+    del data
     vocab = model.model.must.vocab
     if not training_args.resume_from_checkpoint:
-        language_warmup(model, processor, args, training_args, train, vocab)
+        language_warmup(model, processor, args, training_args, train, vocab, shown)
     pixels = getattr(model.model.must, "pixels", None)
     if args.freeze_pixel_path and pixels is not None:
         pixels.freeze()
     trainer = CasIqaSFTTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=val, processing_class=processor,
         data_collator=Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed,
-                               vocab=vocab, score_noise=args.prompt_score_noise),
+                               vocab=vocab, score_noise=args.prompt_score_noise, prompt_scores=shown),
         eval_collator=Collator(processor, use_aux=args.use_aux, train=False, vocab=vocab),
         peft_config=lora_config(args, model_args), head_loss_weight=args.head_loss_weight,
         lm_loss_weight=args.lm_loss_weight, head_warmup_steps=args.head_warmup_steps,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from casiqa.metrics import METRICS
+from casiqa.metrics import METRICS, level_of
 from finetune.data import Collator, answer_json, evidence_targets
 
 
@@ -80,3 +80,30 @@ def test_score_noise_moves_the_prompt_and_the_answer_level_together_in_training_
     assert torch.equal(evaluation["input_ids"], Collator(processor, aux_drop=0.0, train=False)(rows)["input_ids"])
     with pytest.raises(ValueError, match="score_noise"):
         Collator(processor, score_noise=-0.1)
+
+
+def test_prompt_scores_replace_the_mos_in_training_prompts_only(tiny):
+    """prompt_scores (the stage-1 heads' scores of the rows) take the MOS's place in training
+    prompts, and the answer's level follows them; rows without one show the MOS, evaluation
+    batches always do, and a wrong number of scores is refused."""
+    import re
+
+    _, processor = tiny
+    tok = processor.tokenizer
+    rows = [_row(i) for i in range(3)]
+    given = {"r0": [4.9, 1.2, 3.1], "r1": [2.6, 4.2, 1.0]}           # r2: none, so its MOS
+    batch = Collator(processor, aux_drop=0.0, prompt_scores=given)(rows)
+    for i, row in enumerate(rows):
+        text = tok.decode(batch["input_ids"][i])
+        shown = {m: float(s) for m, s in re.findall(r"- (\w+): \w+ \((\d\.\d)\)", text)}
+        answer = json.loads(tok.decode(batch["labels"][i][batch["labels"][i] != -100]).removesuffix("<|im_end|>\n"))
+        for j, m in enumerate(METRICS):
+            want = given[row["id"]][j] if row["id"] in given else row["scores"][m]["mos"]
+            assert shown[m] == pytest.approx(want, abs=0.051)
+            assert f"- {m}: {answer[m]['level']} (" in text and answer[m]["level"] == level_of(want)
+    mos = Collator(processor, aux_drop=0.0)(rows)
+    assert torch.equal(batch["level_targets"], mos["level_targets"])              # the heads still learn the MOS
+    evaluation = Collator(processor, aux_drop=0.0, train=False, prompt_scores=given)(rows)
+    assert torch.equal(evaluation["input_ids"], Collator(processor, aux_drop=0.0, train=False)(rows)["input_ids"])
+    with pytest.raises(ValueError, match="one score per metric"):
+        Collator(processor, prompt_scores={"r0": [4.0, 3.0]})

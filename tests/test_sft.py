@@ -71,9 +71,17 @@ def test_pixel_warmup_runs_before_sft_and_is_reused(phantom, tmp_path, monkeypat
     monkeypatch.chdir(ROOT)
     out = tmp_path / "warm"
     stage1 = ["--pixel_warmup_epochs", 2, "--pixel_warmup_batch_size", 8, "--pixel_warmup_evidence_weight", 1.0]
-    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, "--save_steps", 1, *stage1,
+    heads = ["--prompt_scores", "heads"]
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, "--save_steps", 1, *stage1, *heads,
                 "--lm_warmup_steps", 2, "--lm_warmup_batch_size", 4) == 0
     assert [e["lm_warmup_step"] for e in json.loads((out / "lm-warmup" / "history.json").read_text())] == [1, 2]
+    # prompt_scores: heads keeps the stage-1 heads' score of every training row beside its weights
+    from finetune.data import load_rows
+
+    shown = json.loads((out / "pixel-warmup" / "train-scores.json").read_text())
+    assert set(shown) == {str(i) for i in load_rows(phantom, "train")["id"]}
+    assert all(len(v) == 3 and all(1.0 <= x <= 5.0 for x in v) for v in shown.values())
+    assert len({tuple(v) for v in shown.values()}) > 1
     history = json.loads((out / "pixel-warmup" / "history.json").read_text())
     assert [round(e["epoch"]) for e in history] == [1, 2]
     assert all(f"val_{m}_srcc" in history[0] for m in ("guidewire_visibility", "artifact_interference"))
@@ -83,8 +91,9 @@ def test_pixel_warmup_runs_before_sft_and_is_reused(phantom, tmp_path, monkeypat
     for key in ("pixels.stem.0.weight", "pixels.stem.1.running_mean"):
         assert torch.equal(warmed[key], final["model.must." + key])
     capsys.readouterr()
-    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, "--save_steps", 1, *stage1) == 0
-    assert "pixel warm-up: reusing" in capsys.readouterr().out
+    assert _sft("--data", phantom, "--output_dir", out, "--max_steps", 1, "--save_steps", 1, *stage1, *heads) == 0
+    printed = capsys.readouterr().out
+    assert "pixel warm-up: reusing" in printed and "prompt scores: the stage-1 heads' scores from" in printed
     assert json.loads((out / "pixel-warmup" / "settings.json").read_text())["pixel_warmup_epochs"] == 2
     # a changed recipe must not silently reuse a stage 1 trained under other settings
     with pytest.raises(SystemExit, match="pixel_warmup_lr"):
@@ -162,6 +171,28 @@ def test_recipe_fields_are_checked():
         CasIqaArguments(must=False, findings=True)
     with pytest.raises(ValueError, match="findings loss weights must be >= 0"):
         CasIqaArguments(findings_loss_weight=-1.0)
+    with pytest.raises(ValueError, match="prompt_scores must be mos or heads"):
+        CasIqaArguments(prompt_scores="truth")
+    with pytest.raises(ValueError, match="pixel_warmup_epochs > 0"):
+        CasIqaArguments(prompt_scores="heads", pixel_warmup_epochs=0)
+
+
+def test_a_resumed_run_without_the_heads_scores_is_refused(tmp_path):
+    """The model is not loaded from its checkpoint when the prompt scores are needed, so a resumed
+    run must find them beside stage 1's weights rather than score with untrained heads."""
+    from types import SimpleNamespace
+
+    from finetune.sft import heads_scores
+
+    args, training_args = SimpleNamespace(data="d"), SimpleNamespace(output_dir=str(tmp_path))
+    with pytest.raises(SystemExit, match="cannot recompute"):
+        heads_scores(None, None, args, training_args, [{"id": "a"}, {"id": "b"}], resuming=True)
+    with pytest.raises(SystemExit, match="ids repeat"):
+        heads_scores(None, None, args, training_args, [{"id": "a"}, {"id": "a"}])
+    (tmp_path / "pixel-warmup").mkdir()
+    (tmp_path / "pixel-warmup" / "train-scores.json").write_text(json.dumps({"a": [1, 2, 3], "b": [4, 5, 5], "c": [1, 1, 1]}))
+    assert heads_scores(None, None, args, training_args, [{"id": "a"}, {"id": "b"}], resuming=True) == \
+        {"a": [1, 2, 3], "b": [4, 5, 5]}
 
 
 def test_findings_without_failure_records_are_refused():
