@@ -109,14 +109,15 @@ class Assessor:
         results = []
         for b in range(len(chunk)):
             routing = feats.routing[b]
+            # rounded once, here: the level the grammar pins and the score the report carries
+            # must agree (2.4996 is 'poor' but prints as 2.5, which is 'fair')
+            score = {m: round(float(scores[b, j]), SCORE_DECIMALS) for j, m in enumerate(METRICS)}
             results.append(HeadResult(
                 logits=logits[b].cpu().numpy(),
-                # rounded once, here: the level the grammar pins and the score the report carries
-                # must agree (2.4996 is 'poor' but prints as 2.5, which is 'fair')
-                score={m: round(float(scores[b, j]), SCORE_DECIMALS) for j, m in enumerate(METRICS)},
+                score=score,
                 confidence={m: float(confs[b, j]) for j, m in enumerate(METRICS)},
                 routing=None if routing is None else routing.float().cpu().numpy(),
-                findings=None if found is None else read_findings(found[b], vocab, METRICS),
+                findings=None if found is None else read_findings(found[b], vocab, METRICS, scores=score),
             ))
         return results
 

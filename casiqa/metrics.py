@@ -47,6 +47,15 @@ def level_score(level: str) -> float:
         raise ValueError(f"unknown level {level!r}; expected one of {', '.join(LEVELS)}") from None
 
 
+DAMAGED_AT = "fair"  # a level this low or lower says the structure is damaged: its explanation names a failure
+
+
+def says_damaged(level: str) -> bool:
+    """Whether a level word says the metric's structure is damaged (DAMAGED_AT or worse), so that
+    an explanation naming no failure would contradict it."""
+    return level_score(level) <= level_score(DAMAGED_AT)
+
+
 def kind_title(kind: str) -> str:
     """A failure kind's name in words ('wire_gaps' -> 'wire gaps'): how the findings in the prompt
     name it, and how each explanation fact begins, so that what the model writes first is what

@@ -88,14 +88,17 @@ def explanation_table(named: dict) -> list[str]:
              "Each explanation read back into the phantom's failure kinds (casiqa.phantom.facts.named_kinds). "
              "On rows with failures of the metric: the worst one named, the share of their failures named "
              "(recall), the share of the kinds named that the row has (precision); on rows without: the share "
-             "that names none.", "",
-             "| metric | rows with failures | worst named | recall | precision | rows without | naming none |",
-             "|---|---|---|---|---|---|---|"]
+             "that names none; on every row scored fair or worse: the share whose explanation names no failure, "
+             "which reads as calling the structure intact under a score that says it is not.", "",
+             "| metric | rows with failures | worst named | recall | precision | rows without | naming none "
+             "| fair or worse | naming none |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for m in METRICS:
         r = named.get(m)
         if r:
             lines.append(f"| {m} | {r['n_failed']} | {pct(r['worst_named'])} | {pct(r['kind_recall'])} | "
-                         f"{pct(r['kind_precision'])} | {r['n_clean']} | {pct(r['clean_right'])} |")
+                         f"{pct(r['kind_precision'])} | {r['n_clean']} | {pct(r['clean_right'])} | "
+                         f"{r.get('n_low', '')} | {pct(r.get('low_silent'))} |")
     return lines + [""]
 
 

@@ -231,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         failures = [failure_list(r) for r, res in zip(rows, ordered, strict=True) if res["valid"]]
         metrics["by_failure_kind"] = by_failure_kind(failures, *systems["CAS-IQA"])
         if cfg.generate and any(f is not None for f in failures):  # do the explanations name the rows' failures?
-            explanations = [{m: v["explanation"] for m, v in validate(r["raw"])[0]["metrics"].items()} for r in valid]
-            metrics["explanation_kinds"] = explanation_kinds(failures, explanations)
+            answers = [validate(r["raw"])[0]["metrics"] for r in valid]
+            explanations = [{m: v["explanation"] for m, v in a.items()} for a in answers]
+            levels = [{m: v["level"] for m, v in a.items()} for a in answers]
+            metrics["explanation_kinds"] = explanation_kinds(failures, explanations, levels)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out, metrics, systems)
     print((out / "report.md").read_text().split("## Plots")[0])

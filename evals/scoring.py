@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from casiqa.metrics import METRICS, level_index
+from casiqa.metrics import METRICS, level_index, says_damaged
 from casiqa.stats import agreement, krcc, plcc, srcc
 
 
@@ -114,16 +114,25 @@ def dense_map_fit(pred: np.ndarray, maps: np.ndarray, truth: np.ndarray) -> dict
     return out
 
 
-def explanation_kinds(failures: list[list[dict] | None], explanations: list[dict[str, str]]) -> dict:
+def explanation_kinds(failures: list[list[dict] | None], explanations: list[dict[str, str]],
+                      levels: list[dict[str, str]] | None = None) -> dict:
     """Per metric, whether the explanations name the failures the rows have (the phantom's kinds,
     read back by casiqa.phantom.facts.named_kinds): on rows with failures of the metric, the share
     whose worst failure (highest severity) is named, the share of all their failures named
     (recall) and the share of the kinds named that the row has (precision); on rows without, the
-    share that names none. Rows without failure records are left out."""
+    share that names none. Rows without failure records are left out of those. Given each row's
+    `levels`, also over every row the metric is scored fair or worse on: the share whose
+    explanation names no failure at all, which reads as calling the structure intact under a score
+    that says it is not (`n_low`, `low_silent`)."""
     from casiqa.phantom.facts import named_kinds
 
     out = {}
     for m in METRICS:
+        low = low_silent = 0
+        for i, expl in enumerate(explanations if levels is not None else []):
+            if m in levels[i] and says_damaged(levels[i][m]):
+                low += 1
+                low_silent += not named_kinds(expl.get(m, ""), m)
         worst = recall = named_right = named_all = 0
         failed = clean = clean_right = 0
         for fails, expl in zip(failures, explanations, strict=True):
@@ -145,4 +154,6 @@ def explanation_kinds(failures: list[list[dict] | None], explanations: list[dict
                   "kind_recall": round(recall / failed, 4) if failed else None,
                   "kind_precision": round(named_right / named_all, 4) if named_all else None,
                   "n_clean": clean, "clean_right": round(clean_right / clean, 4) if clean else None}
+        if levels is not None:
+            out[m].update(n_low=low, low_silent=round(low_silent / low, 4) if low else None)
     return out

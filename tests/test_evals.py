@@ -223,6 +223,12 @@ def test_explanation_kinds_counts_what_the_explanations_name():
     assert g["n_clean"] == 1 and g["clean_right"] == 1.0
     b = out[br]
     assert b["n_failed"] == 0 and b["worst_named"] is None and b["n_clean"] == 3 and b["clean_right"] == round(2 / 3, 4)
+    assert "low_silent" not in g
+    # given the levels: of the rows scored fair or worse (all four rows count), those naming nothing
+    levels = [{gw: "poor", br: "fair"}, {gw: "fair", br: "poor"}, {gw: "fair", br: "excellent"}, {gw: "good", br: "bad"}]
+    out = explanation_kinds(fails, expl, levels)
+    assert out[gw]["n_low"] == 3 and out[gw]["low_silent"] == round(1 / 3, 4)   # row 3: intact under "fair"
+    assert out[br]["n_low"] == 3 and out[br]["low_silent"] == round(2 / 3, 4)    # rows 1 and 4 name no kind
 
 
 def test_the_report_says_whether_explanations_name_the_failures():
@@ -233,4 +239,7 @@ def test_the_report_says_whether_explanations_name_the_failures():
     lines = explanation_table(named)
     assert lines[0] == "## Do the explanations name the failures?"
     row = next(line for line in lines if line.startswith(f"| {METRICS[0]} |"))
-    assert row == f"| {METRICS[0]} | 10 | 20% | 15% |  | 3 | 100% |"
+    assert row == f"| {METRICS[0]} | 10 | 20% | 15% |  | 3 | 100% |  |  |"
+    named[METRICS[0]].update(n_low=7, low_silent=0.25)
+    row = next(line for line in explanation_table(named) if line.startswith(f"| {METRICS[0]} |"))
+    assert row.endswith("| 3 | 100% | 7 | 25% |")

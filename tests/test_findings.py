@@ -66,6 +66,15 @@ def test_read_findings_keeps_kinds_above_the_threshold_worst_first_and_describes
     assert [k for k, _ in found[G]] == ["wire_gaps", "wire_fade"] and found[B] == [] and found[A] == []
     assert describe(found[G]) == "wire gaps (severe), wire fade (slight)"
     assert describe([]) == "none"
+    # a metric scored fair or worse with nothing above the threshold reports its likeliest kind; one
+    # scored good or better does not, and neither does a metric without kinds
+    weak = torch.tensor([[-1.0, 0.5], [-2.0, 2.0], [-0.5, -1.0]])
+    assert read_findings(weak, VOCAB, METRICS) == {G: [], B: [], A: []}
+    low = {G: 2.9, B: 1.0, A: 3.6}
+    assert read_findings(weak, VOCAB, METRICS, scores=low) == {G: [("wire_fade", 0.622)], B: [], A: []}
+    assert read_findings(weak, VOCAB, METRICS, scores={G: 3.5, B: 1.0, A: 1.0})[A] == [("streaks", 0.269)]
+    assert read_findings(weak, VOCAB, METRICS, scores={G: 3.5, B: 1.0, A: 3.5}) == {G: [], B: [], A: []}
+    assert read_findings(logits, VOCAB, METRICS, scores=low) == found     # kinds above it: unchanged
     recorded = recorded_findings([_failure("streaks", A, 0.5), _failure("wire_fade", G, 0.1)], METRICS)
     assert recorded == {G: [("wire_fade", 0.1)], B: [], A: [("streaks", 0.5)]}
 

@@ -1,6 +1,6 @@
 import pytest
 
-from casiqa.metrics import LEVELS, METRICS, level_index, level_of, level_score
+from casiqa.metrics import LEVELS, METRICS, level_index, level_of, level_score, says_damaged
 
 
 def test_levels_cover_the_scale_in_order():
@@ -18,3 +18,9 @@ def test_out_of_range_and_unknown_level_are_refused():
 
 def test_metric_names_are_unique_identifiers():
     assert len(set(METRICS)) == 3 and all(m.isidentifier() for m in METRICS)
+
+
+def test_fair_or_worse_says_the_structure_is_damaged():
+    assert [says_damaged(v) for v in LEVELS] == [True, True, True, False, False]
+    with pytest.raises(ValueError, match="unknown level"):
+        says_damaged("meh")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from casiqa.metrics import kind_title
+from casiqa.metrics import kind_title, level_of, says_damaged
 
 SEVERITY_WORDS = ("slight", "moderate", "severe")   # thirds of [0, 1], as the phantom's facts grade
 PRESENT = 0.5                                       # a kind is reported when its presence probability is above
@@ -88,14 +88,25 @@ Findings = dict[str, list[tuple[str, float]]]   # metric -> [(kind, severity)], 
 
 
 def read_findings(logits: torch.Tensor, vocab: list[tuple[str, str]], metrics: tuple[str, ...],
-                  threshold: float = PRESENT) -> Findings:
+                  threshold: float = PRESENT, scores: dict[str, float] | None = None) -> Findings:
     """One sample's finding logits [K, 2] -> per metric the kinds whose presence probability is
-    above `threshold`, with their predicted severity, worst first (a metric with none: [])."""
-    p = torch.sigmoid(logits.float()).cpu()
+    above `threshold`, with their predicted severity, worst first (a metric with none: []).
+
+    Given the heads' `scores`, a metric scored fair or worse (casiqa.metrics.says_damaged) with
+    no kind above the threshold reports its most likely kind all the same: its score says the
+    structure is damaged, and the explanation, written from the findings, would otherwise call it
+    intact (the findings heads miss more failures than the level heads do; README, "Explanations")."""
+    p = torch.sigmoid(logits.float()).cpu().tolist()
     out: Findings = {m: [] for m in metrics}
-    for (metric, kind), (present, severity) in zip(vocab, p.tolist(), strict=True):
+    likeliest: dict[str, tuple[float, str, float]] = {}
+    for (metric, kind), (present, severity) in zip(vocab, p, strict=True):
         if present > threshold:
             out[metric].append((kind, round(severity, 3)))
+        if present > likeliest.get(metric, (-1.0,))[0]:
+            likeliest[metric] = (present, kind, round(severity, 3))
+    for m, (_, kind, severity) in likeliest.items():
+        if not out[m] and scores is not None and m in scores and says_damaged(level_of(scores[m])):
+            out[m].append((kind, severity))
     return {m: sorted(v, key=lambda ks: -ks[1]) for m, v in out.items()}
 
 
