@@ -87,13 +87,12 @@ def _stages(args, training_args) -> str:
     lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "
           f"{args.lm_warmup_batch_size}, learning rate {args.lm_warmup_lr}"
           + (", bf16 autocast" if getattr(args, "lm_warmup_bf16", False) else "") + " (lm-warmup/history.json)") if lm else ""
-    shown = []
-    if getattr(args, "prompt_scores", "mos") == "heads":
-        shown.append("the stage-1 heads' scores of each row (pixel-warmup/train-scores.json)")
-    if getattr(args, "prompt_score_noise", 0.0):
-        shown.append(f"plus Gaussian noise of standard deviation {args.prompt_score_noise:g}")
-    if shown:
-        lm += "; training prompts show as the heads' scores " + " ".join(shown)
+    heads = getattr(args, "prompt_scores", "mos") == "heads"
+    noise = getattr(args, "prompt_score_noise", 0.0)
+    if heads or noise:
+        lm += ("; the training prompts (1b, 2) show as the heads' result "
+               + ("the stage-1 heads' scores of each row (pixel-warmup/train-scores.json)" if heads else "the MOS")
+               + (f" plus Gaussian noise of standard deviation {noise:g}" if noise else ""))
     return (f"(1) pixel warm-up of MUST's quality path{tophat}{pool}, {args.pixel_warmup_epochs:g} epochs of batch "
             f"{args.pixel_warmup_batch_size}, learning rate {args.pixel_warmup_lr}, evidence weight "
             f"{args.pixel_warmup_evidence_weight}{dense}{weights} (pixel-warmup/history.json){frozen}{lm}; (2) {sft}.")

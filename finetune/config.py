@@ -111,7 +111,8 @@ class CasIqaArguments:
             raise ValueError(f"prompt_scores must be mos or heads, got {self.prompt_scores!r}")
         if self.prompt_scores == "heads" and not (self.must and self.pixel_path and self.pixel_warmup_epochs):
             raise ValueError("prompt_scores: heads shows the stage-1 heads' scores: it needs must, pixel_path and "
-                             "pixel_warmup_epochs > 0")
+                             "pixel_warmup_epochs > 0 (for a run without stage 1, such as the MUST-off ablation, "
+                             "pass --prompt_scores mos too)")
         if self.head_loss_weight < 0 or self.lm_loss_weight < 0:
             raise ValueError("loss weights must be >= 0")
         if self.pixel_warmup_epochs < 0:

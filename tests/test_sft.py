@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 SMALL = ["--tiny_hidden", "64", "--tiny_layers", "1", "--tiny_vision_depth", "2", "--tiny_vision_hidden", "32",
          "--image_size", "112", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
          "--logging_steps", "1", "--eval_steps", "100", "--warmup_steps", "0", "--head_warmup_steps", "0",
-         "--test_at_end", "false", "--pixel_warmup_epochs", "0", "--lm_warmup_steps", "0",
+         "--test_at_end", "false", "--pixel_warmup_epochs", "0", "--lm_warmup_steps", "0", "--prompt_scores", "mos",
          "--dataloader_num_workers", "0"]
 
 
@@ -173,7 +173,7 @@ def test_recipe_fields_are_checked():
         CasIqaArguments(findings_loss_weight=-1.0)
     with pytest.raises(ValueError, match="prompt_scores must be mos or heads"):
         CasIqaArguments(prompt_scores="truth")
-    with pytest.raises(ValueError, match="pixel_warmup_epochs > 0"):
+    with pytest.raises(ValueError, match="pass --prompt_scores mos too"):
         CasIqaArguments(prompt_scores="heads", pixel_warmup_epochs=0)
 
 
