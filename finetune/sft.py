@@ -164,7 +164,7 @@ def heads_scores(model, processor, args, training_args, train, data=None,
     inference does. Kept beside stage 1's weights and reused with them; `data` is the rows' pixel
     cache if stage 1 just built it (else it is built here, ~2 min for the phantom on 2 cores)."""
     from finetune.trainer import unwrap
-    from finetune.warmup import pixel_rows, predict
+    from finetune.warmup import pixel_rows, predict, srcc_of
 
     path = Path(training_args.output_dir) / "pixel-warmup" / HEADS_SCORES
     ids = [str(i) for i in train["id"]] if "id" in getattr(train, "column_names", ()) else \
@@ -186,8 +186,6 @@ def heads_scores(model, processor, args, training_args, train, data=None,
     out = {i: [round(float(x), 4) for x in row] for i, row in zip(ids, scores, strict=True)}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out))
-    from finetune.warmup import srcc_of
-
     print(f"prompt scores: the stage-1 heads' scores of {len(out)} training rows, SRCC against their MOS "
           f"{srcc_of(scores, data.mos)}")
     return out
