@@ -42,6 +42,7 @@ from pathlib import Path
 
 # the settings a pixel cache depends on (finetune.warmup.pixel_rows)
 CACHE_FIELDS = ("data", "max_train_samples", "eval_max_samples", "image_size", "use_aux", "pixel_tophat",
+                "pixel_tophat_margin",
                 "pixel_compare", "pixel_warmup_dense_weight")
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+# the language model's attention implementations a recipe may name for the language warm-up
+LM_ATTENTIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
+
 
 @dataclass
 class CasIqaArguments:
@@ -16,6 +19,9 @@ class CasIqaArguments:
     pixel_width: int = field(default=48, metadata={
         "help": "channels of the pixel path's stem (its last stage has twice as many)"})
     pixel_tophat: int = field(default=0, metadata={"help": "black top-hat planes of this odd size in the stem (0: none)"})
+    pixel_tophat_margin: bool = field(default=False, metadata={
+        "help": "zero the top-hat planes within one window of the frame's edge, where a collimated frame's dark "
+                "corners meet the edge in narrow wedges that the filter takes for the strongest wires in the image"})
     pixel_compare: list[int] = field(default_factory=list, metadata={
         "help": "device-comparison planes (the target's wire and catheter against the live frame's) at these odd "
                 "window sizes in px; needs pixel_tophat"})
@@ -87,6 +93,10 @@ class CasIqaArguments:
     lm_warmup_bf16: bool = field(default=False, metadata={
         "help": "bf16 autocast in the language warm-up (loss in fp32): a step of batch 32 took 0.85 s instead of "
                 "1.56 s on this project's 2-core AVX512-BF16 CPU"})
+    lm_warmup_attention: str | None = field(default=None, metadata={
+        "help": "the language model's attention in the language warm-up only (eager, sdpa; default: the model's "
+                "own): for the tiny model's short rows in bf16 on CPU, eager took 0.65 s per step of batch 32 "
+                "against sdpa's 0.76 s (docs/training-log.md); SFT and inference keep the model's own"})
     freeze_pixel_path: bool = field(default=False, metadata={
         "help": "keep the pixel path as the warm-up left it during SFT (weights and BatchNorm statistics)"})
     # data sizes
@@ -129,6 +139,9 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_score_weight must be >= 0")
         if self.lm_warmup_steps < 0 or self.lm_warmup_batch_size < 1 or self.lm_warmup_lr <= 0:
             raise ValueError("lm_warmup_steps must be >= 0, lm_warmup_batch_size >= 1 and lm_warmup_lr > 0")
+        if self.lm_warmup_attention not in (None, *LM_ATTENTIONS):
+            raise ValueError(f"lm_warmup_attention must be one of {', '.join(LM_ATTENTIONS)} (or unset: the model's own), "
+                             f"got {self.lm_warmup_attention!r}")
         if self.findings_loss_weight < 0 or self.pixel_warmup_findings_weight < 0:
             raise ValueError("findings loss weights must be >= 0")
         if self.findings and not self.must:
@@ -141,6 +154,8 @@ class CasIqaArguments:
         from casiqa.model.pixel import POOLS, check_along, check_compare
 
         check_compare(self.pixel_compare, self.pixel_tophat)  # the pixel path's own check, at parse time
+        if self.pixel_tophat_margin and not self.pixel_tophat:
+            raise ValueError("pixel_tophat_margin zeroes the top-hat planes near the edge: it needs pixel_tophat")
         check_along(self.pixel_along, self.pixel_path, self.pixel_tophat, self.pixel_along_own)
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")

@@ -31,6 +31,7 @@ def build_model(args, model_args, training_args):
 
     must = MustSettings(enabled=args.must, cross_attention=args.cross_attention, router=args.router,
                         pixel_path=args.pixel_path, pixel_tophat=args.pixel_tophat, pixel_dense=args.pixel_dense,
+                        pixel_tophat_margin=args.pixel_tophat_margin,
                         pixel_compare=list(args.pixel_compare), pixel_width=args.pixel_width,
                         pixel_pool=args.pixel_pool, pixel_along=args.pixel_along, pixel_along_own=args.pixel_along_own,
                         dihedral_scores=args.dihedral_scores, pool=args.pool,
@@ -78,7 +79,7 @@ def lora_config(args, model_args):
 
 
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
-WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
+WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat", "pixel_tophat_margin",
                  "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_dense", "pool", "findings", "use_aux",
                  "aux_drop", "pixel_warmup_findings_weight",
                  "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
@@ -213,7 +214,8 @@ def language_warmup(model, processor, args, training_args, train, vocab, prompt_
     from finetune.lm_warmup import LmWarmupConfig, lm_warm_up
 
     cfg = LmWarmupConfig(steps=args.lm_warmup_steps, batch_size=args.lm_warmup_batch_size,
-                         learning_rate=args.lm_warmup_lr, bf16=args.lm_warmup_bf16, seed=training_args.seed)
+                         learning_rate=args.lm_warmup_lr, bf16=args.lm_warmup_bf16,
+                         attention=args.lm_warmup_attention, seed=training_args.seed)
     collator = Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed, vocab=vocab,
                         score_noise=args.prompt_score_noise, prompt_scores=prompt_scores)
     history = lm_warm_up(model, collator, train, cfg, log=lambda e: print(json.dumps(e)),

@@ -122,6 +122,35 @@ def test_black_tophat_keeps_thin_dark_lines_and_drops_wide_ones():
     assert torch.allclose(out[0, 0], th) and out[0, 1].eq(0).all()      # batched; an absent plane stays zero
 
 
+def test_tophat_margin_drops_the_collimator_wedges_at_the_edge_and_keeps_the_wire():
+    """A collimated frame's dark cut corners meet the edge in wedges narrower than the filter, which
+    the top-hat takes for the strongest "wires" in the frame (measured on the phantom: half of the
+    live frame's along-the-devices weight lay in them); with the margin only the wire is left."""
+    from casiqa.model.config import MustSettings
+    from casiqa.model.pixel import ALONG, along_weights
+
+    yy, xx = torch.meshgrid(torch.arange(112.0), torch.arange(112.0), indexing="ij")
+    live = torch.full((112, 112), 0.6)
+    live[xx + yy < 30] = 0.0                                  # an octagonal field: one cut corner
+    live[20:100, 60] -= 0.1                                   # the wire, 1 px wide, inside the field
+    planes = {}
+    for margin in (False, True):
+        path = PixelPath(dim=8, width=8, tophat=5, along=True, tophat_margin=margin).eval()
+        x = path.channels(live, {"live": live})[None]
+        planes[margin] = th = path.tophat_planes(x)[0, 1]
+        w = along_weights(torch.cat([x, path.derived_planes(x)], dim=1))[0, ALONG.index("live devices")]
+        on_wire = w[:, 15].sum() / w.sum()                   # the wire's column of 4 px cells
+        if margin:
+            assert th[:5].eq(0).all() and th[:, :5].eq(0).all() and th[-5:].eq(0).all()
+            assert on_wire > 0.95
+        else:
+            assert th[:5, :30].max() > th[:, 60].max()       # the wedge's tip outshines the wire
+            assert on_wire < 0.5
+    assert torch.equal(planes[True][5:-5, 5:-5], planes[False][5:-5, 5:-5])   # inside: the same filter
+    with pytest.raises(ValueError, match="pixel_tophat_margin .* needs pixel_tophat"):
+        MustSettings(pixel_tophat_margin=True)
+
+
 def test_tophat_planes_are_added_in_forward():
     from casiqa.model.pixel import IMAGE_PLANES, black_tophat, in_channels
 

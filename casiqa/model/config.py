@@ -19,6 +19,7 @@ class MustSettings:
     pixel_path: bool = True                  # a conv stem over target and target - aux pixels adds a path
     pixel_width: int = 48                    # channels of that stem (its last stage has twice as many)
     pixel_tophat: int = 0                    # black top-hat planes of this size (0: none): thin dark structures
+    pixel_tophat_margin: bool = False        # those planes zeroed within one window of the frame's edge (collimator wedges)
     pixel_compare: list[int] = field(default_factory=list)  # device-comparison planes at these windows (px; needs pixel_tophat)
     pixel_dense: bool = False                # a 1x1 head on its H/4 features predicting dense damage maps (warm-up)
     dense_to_heads: bool = True              # with pixel_dense: each map's mean and max join its metric's head
@@ -50,6 +51,8 @@ class MustSettings:
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
         check_along(self.pixel_along, self.pixel_path, self.pixel_tophat, self.pixel_along_own)
+        if self.pixel_tophat_margin and not self.pixel_tophat:
+            raise ValueError("pixel_tophat_margin zeroes the top-hat planes near the edge: it needs pixel_tophat")
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 

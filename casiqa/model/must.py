@@ -197,7 +197,8 @@ class Must(nn.Module):
             self.pixels = (PixelPath(dim, settings.pixel_width, patch=settings.pixel_patch, tophat=settings.pixel_tophat,
                                      dense=len(metrics) if settings.pixel_dense else 0,
                                      compare=tuple(settings.pixel_compare), pool=settings.pixel_pool,
-                                     along=settings.pixel_along, along_own=settings.pixel_along_own)
+                                     along=settings.pixel_along, along_own=settings.pixel_along_own,
+                                     tophat_margin=settings.pixel_tophat_margin)
                            if settings.pixel_path else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)

@@ -110,6 +110,13 @@ def black_tophat(images: torch.Tensor, size: int) -> torch.Tensor:
     return (closed - x).reshape(shape)
 
 
+def edge_zeroed(x: torch.Tensor, margin: int) -> torch.Tensor:
+    """[..., H, W] with the outermost `margin` px on every side set to zero."""
+    keep = torch.zeros(x.shape[-2:], dtype=x.dtype, device=x.device)
+    keep[margin:x.shape[-2] - margin, margin:x.shape[-1] - margin] = 1
+    return x * keep
+
+
 def images_from_patches(pixel_values: torch.Tensor, grid_thw: torch.Tensor, patch: int, merge: int,
                         temporal: int) -> list[torch.Tensor]:
     """Qwen2.5-VL's flattened patches back to grey images [H, W], one per image.
@@ -238,12 +245,13 @@ class PixelPath(nn.Module):
 
     def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2,
                  tophat: int = 0, dense: int = 0, compare: tuple[int, ...] = (), pool: str = "max",
-                 along: bool = False, along_own: bool = False):
+                 along: bool = False, along_own: bool = False, tophat_margin: bool = False):
         super().__init__()
         self.diff_gain = diff_gain  # differences are small in grey: scale them to the images' range
         if tophat and (tophat < 3 or tophat % 2 == 0):
             raise ValueError(f"tophat must be 0 (off) or an odd size >= 3, got {tophat}")
         self.tophat = tophat
+        self.tophat_margin = tophat_margin
         self.compare = compare = tuple(int(c) for c in compare)
         check_compare(compare, tophat)
         self.in_channels = c_in = in_channels(tophat, compare)
@@ -329,8 +337,13 @@ class PixelPath(nn.Module):
     def tophat_planes(self, x: torch.Tensor, size: int | None = None) -> torch.Tensor:
         """[B, C, H, W] planes of `channels` -> [B, 3, H, W] top-hat planes of target, live and
         reference, in one batched filter (absent images are zero planes and stay zero); `size`
-        overrides the path's own top-hat window (images at another scale than the model's)."""
-        return self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], size or self.tophat)
+        overrides the path's own top-hat window (images at another scale than the model's). With
+        `tophat_margin`, zero within one window of the frame's edge: there the filter's window
+        leaves the image, and a collimated frame's dark corners meet the edge in narrow dark wedges
+        that the filter takes for the strongest "wires" in the image."""
+        size = size or self.tophat
+        th = self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], size)
+        return edge_zeroed(th, size) if getattr(self, "tophat_margin", False) else th
 
     def derived_planes(self, x: torch.Tensor, tophat: int | None = None) -> torch.Tensor:
         """[B, C, H, W] planes of `channels` -> the planes forward derives from them: the top-hat
