@@ -87,9 +87,7 @@ def _stages(args, training_args) -> str:
     lm = getattr(args, "lm_warmup_steps", 0)
     lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "
           f"{args.lm_warmup_batch_size}, learning rate {args.lm_warmup_lr}"
-          + (", bf16 autocast" if getattr(args, "lm_warmup_bf16", False) else "")
-          + (f", {args.lm_warmup_attention} attention" if getattr(args, "lm_warmup_attention", None) else "")
-          + " (lm-warmup/history.json)") if lm else ""
+          + (", bf16 autocast" if getattr(args, "lm_warmup_bf16", False) else "") + " (lm-warmup/history.json)") if lm else ""
     heads = getattr(args, "prompt_scores", "mos") == "heads"
     noise = getattr(args, "prompt_score_noise", 0.0)
     if heads or noise:

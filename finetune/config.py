@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-# the language model's attention implementations a recipe may name for the language warm-up
-LM_ATTENTIONS = ("eager", "sdpa", "flash_attention_2", "flex_attention")
-
 
 @dataclass
 class CasIqaArguments:
@@ -93,10 +90,6 @@ class CasIqaArguments:
     lm_warmup_bf16: bool = field(default=False, metadata={
         "help": "bf16 autocast in the language warm-up (loss in fp32): a step of batch 32 took 0.85 s instead of "
                 "1.56 s on this project's 2-core AVX512-BF16 CPU"})
-    lm_warmup_attention: str | None = field(default=None, metadata={
-        "help": "the language model's attention in the language warm-up only (eager, sdpa; default: the model's "
-                "own): for the tiny model's short rows in bf16 on CPU, eager took 0.65 s per step of batch 32 "
-                "against sdpa's 0.76 s (docs/training-log.md); SFT and inference keep the model's own"})
     freeze_pixel_path: bool = field(default=False, metadata={
         "help": "keep the pixel path as the warm-up left it during SFT (weights and BatchNorm statistics)"})
     # data sizes
@@ -139,9 +132,6 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_score_weight must be >= 0")
         if self.lm_warmup_steps < 0 or self.lm_warmup_batch_size < 1 or self.lm_warmup_lr <= 0:
             raise ValueError("lm_warmup_steps must be >= 0, lm_warmup_batch_size >= 1 and lm_warmup_lr > 0")
-        if self.lm_warmup_attention not in (None, *LM_ATTENTIONS):
-            raise ValueError(f"lm_warmup_attention must be one of {', '.join(LM_ATTENTIONS)} (or unset: the model's own), "
-                             f"got {self.lm_warmup_attention!r}")
         if self.findings_loss_weight < 0 or self.pixel_warmup_findings_weight < 0:
             raise ValueError("findings loss weights must be >= 0")
         if self.findings and not self.must:

@@ -37,7 +37,6 @@ class LmWarmupConfig:
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
     bf16: bool = False          # bf16 autocast of the forward pass (loss in fp32): ~1.8x per step on an AVX512-BF16 CPU
-    attention: str | None = None  # the language model's attention for this stage only ("eager", "sdpa"; None: its own)
     seed: int = 0
 
 
@@ -83,10 +82,6 @@ def lm_warm_up(model, collator, rows, cfg: LmWarmupConfig, log=print, progress=N
         p.requires_grad_(True)
     opt = torch.optim.AdamW(params, cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=cfg.steps, pct_start=0.1)
-    lm = model.model.language_model
-    own_attention = lm.config._attn_implementation
-    if cfg.attention and cfg.attention != own_attention:
-        lm.set_attn_implementation(cfg.attention)
     rng = random.Random(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.train()
@@ -124,8 +119,6 @@ def lm_warm_up(model, collator, rows, cfg: LmWarmupConfig, log=print, progress=N
     finally:
         for p, flag in frozen.items():
             p.requires_grad_(flag)
-        if lm.config._attn_implementation != own_attention:
-            lm.set_attn_implementation(own_attention)
         if bar:
             bar.close()
     if not all(math.isfinite(e["loss"]) for e in history):

@@ -79,7 +79,8 @@ def lora_config(args, model_args):
 
 
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
-WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat", "pixel_tophat_margin",
+WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
+                 "pixel_tophat_margin",
                  "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_dense", "pool", "findings", "use_aux",
                  "aux_drop", "pixel_warmup_findings_weight",
                  "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
@@ -214,8 +215,7 @@ def language_warmup(model, processor, args, training_args, train, vocab, prompt_
     from finetune.lm_warmup import LmWarmupConfig, lm_warm_up
 
     cfg = LmWarmupConfig(steps=args.lm_warmup_steps, batch_size=args.lm_warmup_batch_size,
-                         learning_rate=args.lm_warmup_lr, bf16=args.lm_warmup_bf16,
-                         attention=args.lm_warmup_attention, seed=training_args.seed)
+                         learning_rate=args.lm_warmup_lr, bf16=args.lm_warmup_bf16, seed=training_args.seed)
     collator = Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed, vocab=vocab,
                         score_noise=args.prompt_score_noise, prompt_scores=prompt_scores)
     history = lm_warm_up(model, collator, train, cfg, log=lambda e: print(json.dumps(e)),

@@ -1,6 +1,5 @@
 """Language warm-up: the language model alone learns the answers from the rows' text; nothing else moves."""
 
-import pytest
 import torch
 
 from casiqa.metrics import METRICS
@@ -51,31 +50,3 @@ def test_warm_up_trains_the_language_model_only(phantom):
     assert any("language_model" in k for k in changed) and any("lm_head" in k or "embed" in k for k in changed)
     assert not any(".must." in k or ".visual." in k for k in changed)
     assert all(p.requires_grad for p in model.parameters())   # the flags are put back
-
-
-def test_warm_up_attention_is_its_own_and_put_back(phantom):
-    """`attention` switches the language model's attention for the warm-up alone: the loss it learns
-    from is the same (eager and sdpa compute one function), and the model leaves with its own."""
-    from finetune.data import Collator, load_rows
-    from finetune.lm_warmup import LmWarmupConfig, lm_warm_up
-
-    rows = load_rows(phantom, "train")
-    losses = {}
-    for attention in ("eager", "sdpa"):
-        model, processor = _small()
-        lm = model.model.language_model
-        own, used = lm.config._attn_implementation, []
-        collator = Collator(processor, vocab=model.model.must.vocab)
-        history = lm_warm_up(model, collator, rows, LmWarmupConfig(steps=2, batch_size=4, attention=attention),
-                             log=lambda e: used.append(lm.config._attn_implementation))
-        losses[attention] = [e["loss"] for e in history]
-        assert used == [attention, attention]
-        assert lm.config._attn_implementation == own
-    assert losses["eager"] == pytest.approx(losses["sdpa"], rel=1e-3)
-
-
-def test_recipe_refuses_an_unknown_warm_up_attention():
-    from finetune.config import CasIqaArguments
-
-    with pytest.raises(ValueError, match="lm_warmup_attention"):
-        CasIqaArguments(lm_warmup_attention="fast")
