@@ -18,7 +18,9 @@ structures on a flat background), computed in one batched filter in `forward` or
 the planes (the warm-up caches them; the tiny recipe
 uses 5 px: with them the top-hat of the live frame is its wire alone, and the target minus the
 reference is the target's wire, so the stem compares the two wires from its first layer; in a
-4-epoch probe the guidewire-only validation SRCC went 0.34 -> 0.57 with them); `dense`, a 1x1
+4-epoch probe the guidewire-only validation SRCC went 0.34 -> 0.57 with them), with
+`tophat_margin` zeroed within one window of the frame's edge (a collimated frame's cut corners
+meet the edge in dark wedges thinner than the window, which outshone the wire); `dense`, a 1x1
 head on the H/4 features that predicts per-metric damage maps (finetune.data.damage_maps): the
 warm-up can then tell the stem where a failure is to within 4 px, not only which 28 px token
 holds it (with MustSettings.dense_to_heads, each map's mean and max also join its metric's
@@ -343,7 +345,7 @@ class PixelPath(nn.Module):
         that the filter takes for the strongest "wires" in the image."""
         size = size or self.tophat
         th = self.diff_gain * black_tophat(x[:, list(IMAGE_PLANES)], size)
-        return edge_zeroed(th, size) if getattr(self, "tophat_margin", False) else th
+        return edge_zeroed(th, size) if self.tophat_margin else th
 
     def derived_planes(self, x: torch.Tensor, tophat: int | None = None) -> torch.Tensor:
         """[B, C, H, W] planes of `channels` -> the planes forward derives from them: the top-hat
