@@ -141,11 +141,10 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_dense_weight must be >= 0")
         if self.pixel_warmup_dense_weight and not self.pixel_dense:
             raise ValueError("pixel_warmup_dense_weight needs pixel_dense: true (the head it trains)")
-        from casiqa.model.pixel import POOLS, check_along, check_compare
+        from casiqa.model.pixel import POOLS, check_along, check_compare, check_margin
 
         check_compare(self.pixel_compare, self.pixel_tophat)  # the pixel path's own check, at parse time
-        if self.pixel_tophat_margin and not self.pixel_tophat:
-            raise ValueError("pixel_tophat_margin zeroes the top-hat planes near the edge: it needs pixel_tophat")
+        check_margin(self.pixel_tophat_margin, self.pixel_tophat)
         check_along(self.pixel_along, self.pixel_path, self.pixel_tophat, self.pixel_along_own)
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")

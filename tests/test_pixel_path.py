@@ -128,6 +128,7 @@ def test_tophat_margin_drops_the_collimator_wedges_at_the_edge_and_keeps_the_wir
     live frame's along-the-devices weight lay in them); with the margin only the wire is left."""
     from casiqa.model.config import MustSettings
     from casiqa.model.pixel import ALONG, along_weights
+    from finetune.config import CasIqaArguments
 
     yy, xx = torch.meshgrid(torch.arange(112.0), torch.arange(112.0), indexing="ij")
     live = torch.full((112, 112), 0.6)
@@ -147,8 +148,9 @@ def test_tophat_margin_drops_the_collimator_wedges_at_the_edge_and_keeps_the_wir
             assert th[:5, :30].max() > th[:, 60].max()       # the wedge's tip outshines the wire
             assert on_wire < 0.5
     assert torch.equal(planes[True][5:-5, 5:-5], planes[False][5:-5, 5:-5])   # inside: the same filter
-    with pytest.raises(ValueError, match="pixel_tophat_margin .* needs pixel_tophat"):
-        MustSettings(pixel_tophat_margin=True)
+    for settings in (MustSettings, CasIqaArguments):
+        with pytest.raises(ValueError, match="pixel_tophat_margin .* needs pixel_tophat"):
+            settings(pixel_tophat_margin=True)
 
 
 def test_tophat_planes_are_added_in_forward():

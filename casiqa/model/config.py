@@ -46,13 +46,12 @@ class MustSettings:
             raise ValueError(f"pool must be 'attention' or 'attention+mass', got {self.pool!r}")
         if self.temperature <= 0 or self.top_k < 1 or self.hidden < 1:
             raise ValueError("temperature must be > 0, top_k and hidden >= 1")
-        from casiqa.model.pixel import POOLS, check_along
+        from casiqa.model.pixel import POOLS, check_along, check_margin
 
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
         check_along(self.pixel_along, self.pixel_path, self.pixel_tophat, self.pixel_along_own)
-        if self.pixel_tophat_margin and not self.pixel_tophat:
-            raise ValueError("pixel_tophat_margin zeroes the top-hat planes near the edge: it needs pixel_tophat")
+        check_margin(self.pixel_tophat_margin, self.pixel_tophat)
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 

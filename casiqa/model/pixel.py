@@ -66,6 +66,12 @@ def max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.max_pool2d(x, (size, 1), stride=1, padding=(p, 0))
 
 
+def check_margin(margin: bool, tophat: int) -> None:
+    """The top-hat margin (PixelPath `tophat_margin`) has top-hat planes to zero."""
+    if margin and not tophat:
+        raise ValueError("pixel_tophat_margin zeroes the top-hat planes near the edge: it needs pixel_tophat")
+
+
 def check_compare(sizes, tophat: int) -> None:
     """Device-comparison window sizes are valid: distinct odd sizes >= 1, and top-hat planes to
     build them from."""
