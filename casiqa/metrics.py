@@ -61,3 +61,17 @@ def kind_title(kind: str) -> str:
     name it, and how each explanation fact begins, so that what the model writes first is what
     its findings heads found (docs/training-log.md, 2026-11-27, third session)."""
     return kind.replace("_", " ")
+
+
+SEVERITY_WORDS = ("slight", "moderate", "severe")   # thirds of a failure's severity in [0, 1]
+SEVERITY_ADVERBS = ("slightly", "moderately", "severely")
+
+
+def severity_word(severity: float) -> str:
+    """A severity in [0, 1] in words, by thirds: how the prompt's findings grade a failure."""
+    return SEVERITY_WORDS[min(max(int(severity * 3), 0), 2)]
+
+
+def severity_adverb(severity: float) -> str:
+    """The same third as an adverb ('moderately'), for explanations written from the findings."""
+    return SEVERITY_ADVERBS[SEVERITY_WORDS.index(severity_word(severity))]

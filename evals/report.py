@@ -89,16 +89,19 @@ def explanation_table(named: dict) -> list[str]:
              "On rows with failures of the metric: the worst one named, the share of their failures named "
              "(recall), the share of the kinds named that the row has (precision); on rows without: the share "
              "that names none; on every row scored fair or worse: the share whose explanation names no failure, "
-             "which reads as calling the structure intact under a score that says it is not.", "",
+             "which reads as calling the structure intact under a score that says it is not. Where the rows' "
+             "facts say where: the share of explanations naming a place (a vessel or a field of the frame; "
+             "casiqa.phantom.facts.named_locations) and, of those, the share naming one the row's facts do not.", "",
              "| metric | rows with failures | worst named | recall | precision | rows without | naming none "
-             "| fair or worse | naming none |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| fair or worse | naming none | naming a place | a wrong place |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for m in METRICS:
         r = named.get(m)
         if r:
             lines.append(f"| {m} | {r['n_failed']} | {pct(r['worst_named'])} | {pct(r['kind_recall'])} | "
                          f"{pct(r['kind_precision'])} | {r['n_clean']} | {pct(r['clean_right'])} | "
-                         f"{r.get('n_low', '')} | {pct(r.get('low_silent'))} |")
+                         f"{r.get('n_low', '')} | {pct(r.get('low_silent'))} | {pct(r.get('location_stated'))} | "
+                         f"{pct(r.get('location_wrong'))} |")
     return lines + [""]
 
 

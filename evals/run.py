@@ -234,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             answers = [validate(r["raw"])[0]["metrics"] for r in valid]
             explanations = [{m: v["explanation"] for m, v in a.items()} for a in answers]
             levels = [{m: v["level"] for m, v in a.items()} for a in answers]
-            metrics["explanation_kinds"] = explanation_kinds(failures, explanations, levels)
+            facts = [r.get("facts") or None for r, res in zip(rows, ordered, strict=True) if res["valid"]]
+            metrics["explanation_kinds"] = explanation_kinds(failures, explanations, levels,
+                                                             facts if any(facts) else None)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     write_report(out, metrics, systems)
     print((out / "report.md").read_text().split("## Plots")[0])

@@ -115,7 +115,8 @@ def dense_map_fit(pred: np.ndarray, maps: np.ndarray, truth: np.ndarray) -> dict
 
 
 def explanation_kinds(failures: list[list[dict] | None], explanations: list[dict[str, str]],
-                      levels: list[dict[str, str]] | None = None) -> dict:
+                      levels: list[dict[str, str]] | None = None,
+                      facts: list[dict[str, list[str]] | None] | None = None) -> dict:
     """Per metric, whether the explanations name the failures the rows have (the phantom's kinds,
     read back by casiqa.phantom.facts.named_kinds): on rows with failures of the metric, the share
     whose worst failure (highest severity) is named, the share of all their failures named
@@ -123,8 +124,12 @@ def explanation_kinds(failures: list[list[dict] | None], explanations: list[dict
     share that names none. Rows without failure records are left out of those. Given each row's
     `levels`, also over every row the metric is scored fair or worse on: the share whose
     explanation names no failure at all, which reads as calling the structure intact under a score
-    that says it is not (`n_low`, `low_silent`)."""
-    from casiqa.phantom.facts import named_kinds
+    that says it is not (`n_low`, `low_silent`). Given each row's true `facts` (the phantom's, which
+    say where: "mid LCx", "upper-left field"), also whether the explanations say where, and rightly:
+    the share of rows whose explanation names a place (casiqa.phantom.facts.named_locations;
+    `location_stated`) and, of those, the share naming a place the row's facts of the metric do not
+    (`location_wrong`: a vessel or field the model made up)."""
+    from casiqa.phantom.facts import named_kinds, named_locations
 
     out = {}
     for m in METRICS:
@@ -156,4 +161,15 @@ def explanation_kinds(failures: list[list[dict] | None], explanations: list[dict
                   "n_clean": clean, "clean_right": round(clean_right / clean, 4) if clean else None}
         if levels is not None:
             out[m].update(n_low=low, low_silent=round(low_silent / low, 4) if low else None)
+        if facts is not None:
+            rows = stated = wrong = 0
+            for true, expl in zip(facts, explanations, strict=True):
+                if true is None or m not in expl:
+                    continue
+                rows += 1
+                said = named_locations(expl[m])
+                stated += bool(said)
+                wrong += bool(said - named_locations(" ".join(true.get(m) or [])))
+            out[m].update(location_stated=round(stated / rows, 4) if rows else None,
+                          location_wrong=round(wrong / stated, 4) if stated else None)
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+ANSWER_FACTS = ("plain", "recorded")   # what training answers explain (finetune.data.answer_facts)
+
 
 @dataclass
 class CasIqaArguments:
@@ -53,6 +55,10 @@ class CasIqaArguments:
         "help": "what training prompts show as the heads' scores (and levels): mos, or heads: the stage-1 heads' own "
                 "scores of each training row, so that levels and findings come paired as at inference (needs the "
                 "pixel warm-up)"})
+    answer_facts: str = field(default="plain", metadata={
+        "help": "what the training answers explain: plain (each failure's kind and severity, as the prompt's findings "
+                "carry them; no place, branch name or count the model cannot know) or recorded (the data's facts as "
+                "written, places and all)"})
     # loss
     head_loss_weight: float = 1.0
     lm_loss_weight: float = 1.0
@@ -116,6 +122,8 @@ class CasIqaArguments:
             raise ValueError("prompt_scores: heads shows the stage-1 heads' scores: it needs must, pixel_path and "
                              "pixel_warmup_epochs > 0 (for a run without stage 1, such as the MUST-off ablation, "
                              "pass --prompt_scores mos too)")
+        if self.answer_facts not in ANSWER_FACTS:
+            raise ValueError(f"answer_facts must be one of {', '.join(ANSWER_FACTS)}, got {self.answer_facts!r}")
         if self.head_loss_weight < 0 or self.lm_loss_weight < 0:
             raise ValueError("loss weights must be >= 0")
         if self.pixel_warmup_epochs < 0:

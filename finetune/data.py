@@ -23,13 +23,32 @@ from casiqa.metrics import METRIC_TITLES, METRICS, SCORE_MAX, SCORE_MIN, level_o
 from casiqa.model.findings import finding_targets, prompt_findings, recorded_findings
 from casiqa.model.levels import soft_levels
 from casiqa.schema import to_explanation
+from finetune.config import ANSWER_FACTS
 
 
-def answer_json(row: dict, levels: dict[str, str] | None = None) -> str:
+def answer_facts(row: dict, kind: str = "plain") -> dict[str, list[str]]:
+    """What a row's answer explains per metric. "plain": its failure records as plain facts
+    (casiqa.phantom.facts.plain_facts: kind and severity, no place, branch name or count), so
+    that the answer says no more than the prompt's findings, from which the model writes it at
+    inference; the phantom's facts name places the model cannot know, and a model trained on them
+    wrote a wrong vessel or field in most explanations that named one (docs/training-log.md, sixth
+    session). A row without failure records keeps its own facts. "recorded": the row's facts as
+    written."""
+    if kind not in ANSWER_FACTS:
+        raise ValueError(f"answer facts must be one of {', '.join(ANSWER_FACTS)}, got {kind!r}")
+    failures = failure_list(row) if kind == "plain" else None
+    if failures is None:
+        return row.get("facts") or {}
+    from casiqa.phantom.facts import plain_facts
+
+    return plain_facts(failures, METRICS)
+
+
+def answer_json(row: dict, levels: dict[str, str] | None = None, facts: str = "plain") -> str:
     """The assistant turn: what the Outlines grammar admits, key order and all, no whitespace. Its
     levels are the prompt's (`levels`; by default the MOS's): the grammar pins the answer's level
-    to the level the prompt gives."""
-    facts = row.get("facts") or {}
+    to the level the prompt gives; its explanations are `answer_facts(row, facts)`."""
+    facts = answer_facts(row, facts)
     out = {}
     for m in METRICS:
         lines = facts.get(m) or []
@@ -126,7 +145,7 @@ class Collator:
 
     def __init__(self, processor, aux_drop: float = 0.3, use_aux: bool = True, seed: int = 0, train: bool = True,
                  vocab: list[tuple[str, str]] | None = None, score_noise: float = 0.0,
-                 prompt_scores: dict[str, list[float]] | None = None):
+                 prompt_scores: dict[str, list[float]] | None = None, answer_facts: str = "plain"):
         """`vocab`: the model's findings vocabulary (Must.vocab), for the prompt's findings and the
         findings targets; None or empty for a model without findings heads. `score_noise`: in
         training, the standard deviation of Gaussian noise added to each MOS before it is shown in
@@ -135,7 +154,7 @@ class Collator:
         metric, in METRICS order) to show in the prompt instead of the MOS, such as the stage-1
         heads' own scores of the row (finetune.sft.heads_scores), so that the prompt pairs levels
         and findings as inference will; rows it lacks show the MOS. The level targets stay the
-        MOS's either way."""
+        MOS's either way. `answer_facts`: what the answers explain (finetune.data.answer_facts)."""
         from prompts import render
 
         self.processor = processor
@@ -148,6 +167,9 @@ class Collator:
         if bad:
             raise ValueError(f"prompt_scores need one score per metric ({len(METRICS)}); row {bad[0]!r} has "
                              f"{len(self.prompt_scores[bad[0]])}")
+        if answer_facts not in ANSWER_FACTS:
+            raise ValueError(f"answer_facts must be one of {', '.join(ANSWER_FACTS)}, got {answer_facts!r}")
+        self.answer_facts = answer_facts
         self.rng = random.Random(seed)
         self.system = render("system.j2", metrics=METRICS, titles=METRIC_TITLES)
         self._render = render
@@ -197,7 +219,7 @@ class Collator:
             aux = self.aux_of(row)
             auxes.append(aux)
             head = self.head_of(row)
-            answer = answer_json(row, {m: h["level"] for m, h in head.items()})
+            answer = answer_json(row, {m: h["level"] for m, h in head.items()}, self.answer_facts)
             texts.append(tok.apply_chat_template(self.conversation(row, aux, answer, head=head), tokenize=False))
             images.append([to_rgb(grey_image(row["synthetic"]))] + [to_rgb(grey_image(row[r])) for r in aux])
             answers.append(self._answer_tokens(answer))
@@ -220,7 +242,7 @@ class Collator:
         texts, answers = [], []
         for row in rows:
             head = self.head_of(row)
-            answer = answer_json(row, {m: h["level"] for m, h in head.items()})
+            answer = answer_json(row, {m: h["level"] for m, h in head.items()}, self.answer_facts)
             texts.append(tok.apply_chat_template(self.conversation(row, self.aux_of(row), answer, images=False,
                                                                    head=head), tokenize=False))
             answers.append(self._answer_tokens(answer))

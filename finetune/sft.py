@@ -217,7 +217,8 @@ def language_warmup(model, processor, args, training_args, train, vocab, prompt_
     cfg = LmWarmupConfig(steps=args.lm_warmup_steps, batch_size=args.lm_warmup_batch_size,
                          learning_rate=args.lm_warmup_lr, bf16=args.lm_warmup_bf16, seed=training_args.seed)
     collator = Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed, vocab=vocab,
-                        score_noise=args.prompt_score_noise, prompt_scores=prompt_scores)
+                        score_noise=args.prompt_score_noise, prompt_scores=prompt_scores,
+                        answer_facts=args.answer_facts)
     history = lm_warm_up(model, collator, train, cfg, log=lambda e: print(json.dumps(e)),
                          progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
     out = Path(training_args.output_dir) / "lm-warmup"
@@ -299,8 +300,10 @@ def prepare(argv: list[str] | None = None) -> Run:
     trainer = CasIqaSFTTrainer(
         model=model, args=training_args, train_dataset=train, eval_dataset=val, processing_class=processor,
         data_collator=Collator(processor, aux_drop=args.aux_drop, use_aux=args.use_aux, seed=training_args.seed,
-                               vocab=vocab, score_noise=args.prompt_score_noise, prompt_scores=shown),
-        eval_collator=Collator(processor, use_aux=args.use_aux, train=False, vocab=vocab),
+                               vocab=vocab, score_noise=args.prompt_score_noise, prompt_scores=shown,
+                               answer_facts=args.answer_facts),
+        eval_collator=Collator(processor, use_aux=args.use_aux, train=False, vocab=vocab,
+                                answer_facts=args.answer_facts),
         peft_config=lora_config(args, model_args), head_loss_weight=args.head_loss_weight,
         lm_loss_weight=args.lm_loss_weight, head_warmup_steps=args.head_warmup_steps,
         evidence_loss_weight=args.evidence_loss_weight, findings_loss_weight=args.findings_loss_weight,

@@ -107,3 +107,38 @@ def test_prompt_scores_replace_the_mos_in_training_prompts_only(tiny):
     assert torch.equal(evaluation["input_ids"], Collator(processor, aux_drop=0.0, train=False)(rows)["input_ids"])
     with pytest.raises(ValueError, match="one score per metric"):
         Collator(processor, prompt_scores={"r0": [4.0, 3.0]})
+
+
+def test_answers_explain_plain_facts_unless_the_recorded_ones_are_asked_for(tiny):
+    """Plain answers (the default) say each failure's kind and severity, as the prompt's findings
+    do, and no place; recorded answers are the data's facts; a row without failure records keeps
+    its facts either way; anything else is refused by name."""
+    import json
+
+    from casiqa.phantom.facts import named_locations, plain_facts
+    from casiqa.schema import to_explanation
+    from finetune.config import CasIqaArguments
+    from finetune.data import answer_json, failure_list
+
+    _, processor = tiny
+    row = _row(0, failures=[{"metric": "branch_discernibility", "kind": "discontinuity", "severity": 0.8,
+                             "location": "mid LCx", "bbox": [0.1, 0.1, 0.5, 0.5]}])
+    row["facts"]["branch_discernibility"] = ["discontinuity: mid LCx interrupted by 3 gap(s)"]
+    assert failure_list(row)
+    plain = json.loads(answer_json(row))
+    recorded = json.loads(answer_json(row, facts="recorded"))
+    expected = plain_facts(failure_list(row))
+    for m in METRICS:
+        assert plain[m]["explanation"] == to_explanation(expected[m])
+        assert not named_locations(plain[m]["explanation"])
+        assert recorded[m]["explanation"] == to_explanation(row["facts"][m])
+    assert plain["branch_discernibility"]["explanation"] == "discontinuity: vessel severely interrupted by gaps"
+    assert named_locations(recorded["branch_discernibility"]["explanation"]) == {"LCx"}
+    bare = {k: v for k, v in row.items() if k != "failures"}
+    assert answer_json(bare) == answer_json(bare, facts="recorded")
+    with pytest.raises(ValueError, match="answer facts must be one of plain, recorded"):
+        answer_json(row, facts="detailed")
+    with pytest.raises(ValueError, match="answer_facts must be one of"):
+        Collator(processor, answer_facts="detailed")
+    with pytest.raises(ValueError, match="answer_facts must be one of"):
+        CasIqaArguments(answer_facts="detailed")

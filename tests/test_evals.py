@@ -229,6 +229,18 @@ def test_explanation_kinds_counts_what_the_explanations_name():
     out = explanation_kinds(fails, expl, levels)
     assert out[gw]["n_low"] == 3 and out[gw]["low_silent"] == round(1 / 3, 4)   # row 3: intact under "fair"
     assert out[br]["n_low"] == 3 and out[br]["low_silent"] == round(2 / 3, 4)    # rows 1 and 4 name no kind
+    assert "location_stated" not in out[gw]
+    # given the rows' true facts: whether the explanations say where, and rightly
+    facts = [{gw: ["wire gaps: mid wire in the LAD severely broken by 4 gap(s)"], br: ["vessel tree complete"]},
+             {gw: ["wire displacement: guidewire in the RCA moderately displaced"], br: ["vessel tree complete"]},
+             {gw: ["guidewire sharp and continuous into the LAD"], br: ["vessel tree complete"]},
+             None]                                                        # no facts: left out
+    expl[0][gw] = "wire gaps: guidewire in the LAD broken by gaps"         # the right vessel
+    expl[1][br] = "second diagonal missing"                                # a vessel the row's facts do not name
+    out = explanation_kinds(fails, expl, levels, facts)
+    assert out[gw]["location_stated"] == round(1 / 3, 4) and out[gw]["location_wrong"] == 0.0
+    assert out[br]["location_stated"] == round(1 / 3, 4) and out[br]["location_wrong"] == 1.0
+    assert out["artifact_interference"]["location_stated"] is None   # no row explains it here
 
 
 def test_the_report_says_whether_explanations_name_the_failures():
@@ -239,7 +251,10 @@ def test_the_report_says_whether_explanations_name_the_failures():
     lines = explanation_table(named)
     assert lines[0] == "## Do the explanations name the failures?"
     row = next(line for line in lines if line.startswith(f"| {METRICS[0]} |"))
-    assert row == f"| {METRICS[0]} | 10 | 20% | 15% |  | 3 | 100% |  |  |"
+    assert row == f"| {METRICS[0]} | 10 | 20% | 15% |  | 3 | 100% |  |  |  |  |"
     named[METRICS[0]].update(n_low=7, low_silent=0.25)
     row = next(line for line in explanation_table(named) if line.startswith(f"| {METRICS[0]} |"))
-    assert row.endswith("| 3 | 100% | 7 | 25% |")
+    assert row.endswith("| 3 | 100% | 7 | 25% |  |  |")
+    named[METRICS[0]].update(location_stated=0.5, location_wrong=0.8)
+    row = next(line for line in explanation_table(named) if line.startswith(f"| {METRICS[0]} |"))
+    assert row.endswith("| 7 | 25% | 50% | 80% |")

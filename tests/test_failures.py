@@ -146,3 +146,49 @@ def test_an_explanation_is_read_back_into_the_kind_it_describes(kind, scenes):
         other = next(k for k in kinds_of(metric) if k != kind)
         both = "; ".join(KINDS[k].fact(KINDS[k].sample(np.random.default_rng(3), scene, 0.5)) for k in (kind, other))
         assert named_kinds(both, metric) == {kind, other}, both
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_plain_fact_says_only_what_the_findings_carry(kind, scenes):
+    """The plain fact (what an assessor's answer explains: finetune.data.answer_facts) opens as
+    the prompt's finding does, grades the severity by the findings' thirds, is read back into its
+    kind alone, and names no vessel or field, where the full fact often does."""
+    from casiqa.metrics import severity_adverb, severity_word
+    from casiqa.model.findings import describe
+    from casiqa.phantom.facts import named_kinds, named_locations
+
+    metric = KINDS[kind].metric
+    for s in (0.05, 0.34, 0.5, 0.67, 0.99):
+        text = KINDS[kind].plain_fact(s)
+        assert text.startswith(describe([(kind, s)]).removesuffix(f" ({severity_word(s)})") + ": "), text
+        assert severity_adverb(s) in text.split(": ", 1)[1], text
+        assert named_kinds(text, metric) == {kind}, text
+        assert named_locations(text) == set(), text
+
+
+def test_plain_facts_per_metric_worst_first_and_the_clean_statements_name_no_branch(scenes):
+    from casiqa.phantom.facts import clean_fact, named_locations, plain_facts
+
+    gw = "guidewire_visibility"
+    records = [{"metric": gw, "kind": "wire_fade", "severity": 0.2}, {"metric": gw, "kind": "wire_gaps", "severity": 0.9},
+               {"metric": gw, "kind": "some_new_kind", "severity": 0.5}]   # a user's own kind: title and severity
+    facts = plain_facts(records)
+    assert facts[gw] == ["wire gaps: guidewire severely broken by gaps", "some new kind: moderate",
+                         "wire fade: guidewire slightly faded"]
+    assert facts["branch_discernibility"] == [clean_fact("branch_discernibility")]
+    assert facts["artifact_interference"] == ["no artefacts"]
+    assert named_locations(clean_fact(gw)) == set()
+    for scene in scenes:  # the phantom's own clean statement names the wire's branch; the plain one does not
+        assert named_locations(clean_fact(gw, scene))
+
+
+def test_named_locations_reads_vessels_and_fields_as_whole_words():
+    from casiqa.phantom.facts import named_locations
+
+    assert named_locations("discontinuity: mid LAD interrupted by 2 gap(s)") == {"LAD"}
+    assert named_locations("blotches over the upper-left field; streaks across the left field") == {
+        "upper-left field", "left field"}
+    assert named_locations("second diagonal missing; branch of the first obtuse marginal missing") == {
+        "second diagonal", "first obtuse marginal"}
+    assert named_locations("banding across the frame; vessel contrast reduced by haze over the whole tree") == set()
+    assert named_locations("a bladder") == set()   # no "LAD" inside a word

@@ -18,9 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from casiqa.metrics import kind_title, level_of, says_damaged
+from casiqa.metrics import SEVERITY_WORDS, kind_title, level_of, says_damaged, severity_word  # noqa: F401  (re-exported)
 
-SEVERITY_WORDS = ("slight", "moderate", "severe")   # thirds of [0, 1], as the phantom's facts grade
 PRESENT = 0.5                                       # a kind is reported when its presence probability is above
 
 
@@ -37,10 +36,6 @@ def vocabulary(findings: dict[str, list[str]], metrics: tuple[str, ...]) -> list
     if unknown:
         raise ValueError(f"findings name unknown metric(s) {', '.join(unknown)}; metrics are {', '.join(metrics)}")
     return [(m, k) for m in metrics for k in findings.get(m, [])]
-
-
-def severity_word(severity: float) -> str:
-    return SEVERITY_WORDS[min(int(severity * 3), 2)]
 
 
 def finding_targets(failures: list[dict] | None, vocab: list[tuple[str, str]], where: str = "row") -> torch.Tensor:

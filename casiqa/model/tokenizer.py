@@ -44,10 +44,12 @@ CHAT_TEMPLATE = (
 
 
 def corpus(n_anatomies: int = 40, seed: int = 12345) -> list[str]:
-    """Texts the tokenizer is trained on: prompts, schema words and phantom explanation facts."""
+    """Texts the tokenizer is trained on: prompts, schema words and phantom explanation facts (as
+    recorded and as plain facts)."""
     from casiqa.model.findings import prompt_findings, recorded_findings
     from casiqa.phantom.case import anatomy_cases
     from casiqa.phantom.config import PhantomConfig
+    from casiqa.phantom.facts import plain_facts
     from casiqa.schema import json_schema, to_explanation
     from prompts import render
 
@@ -62,9 +64,11 @@ def corpus(n_anatomies: int = 40, seed: int = 12345) -> list[str]:
             for aux in ([], ["live"], ["reference"], ["live", "reference"]):
                 texts.append(render("assess.j2", aux=aux, head=head, metrics=METRICS, findings=None))
                 texts.append(render("assess.j2", aux=aux, head=head, metrics=METRICS, findings=found))
-            answer = {m: {"level": case.scores[m].level, "explanation": to_explanation(case.facts[m])} for m in METRICS}
-            texts.append(json.dumps(answer, separators=(",", ":")))
-            texts.append(" ".join(f for m in METRICS for f in case.facts[m]))
+            plain = plain_facts([f.to_json() for f in case.failures], METRICS)
+            for facts in (case.facts, plain):  # the answers as recorded and as plain facts (finetune.data.answer_facts)
+                answer = {m: {"level": case.scores[m].level, "explanation": to_explanation(facts[m])} for m in METRICS}
+                texts.append(json.dumps(answer, separators=(",", ":")))
+                texts.append(" ".join(f for m in METRICS for f in facts[m]))
     # level words often, in every context they appear in, so each becomes a single token
     for level in LEVELS:
         texts.extend([f'"{level}"', f" {level}", level, f"{level.capitalize()}"] * 50)

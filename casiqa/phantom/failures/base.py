@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from casiqa.metrics import kind_title
+from casiqa.metrics import kind_title, severity_adverb
 from casiqa.phantom.raster import TubeLayer
 from casiqa.phantom.render import Scene
 
@@ -66,12 +66,22 @@ class FailureKind:
     # words every description of this kind holds and no other kind's of its metric does once longer
     # phrases are taken out (facts.named_kinds reads an explanation back into kinds with them)
     phrase: str = ""
+    # the description from the kind and its severity alone ("guidewire {adverb} broken by gaps"): what
+    # an assessor's findings carry, with no place, branch name or count, which the findings do not
+    plain: str = ""
 
     def fact(self, failure: Failure) -> str:
         """The explanation fact: the kind's title first, then the description ('wire gaps: guidewire
         in the LAD moderately broken by 2 gap(s)'). A model writes left to right; beginning with
         what its findings name lets it state the kind before it has to guess where."""
         return f"{kind_title(self.name)}: {self.describe(failure)}"
+
+    def plain_fact(self, severity: float) -> str:
+        """The fact as a model's findings can support it: the kind's title, then `plain` with the
+        severity's third as an adverb, as the prompt's findings grade it ('wire gaps: guidewire
+        moderately broken by gaps'). Where the failure is comes with the assessment's evidence
+        boxes, not in words the model would have to guess (docs/training-log.md, sixth session)."""
+        return f"{kind_title(self.name)}: {self.plain.format(adverb=severity_adverb(severity))}"
 
 
 KINDS: dict[str, FailureKind] = {}

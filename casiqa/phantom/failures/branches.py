@@ -137,17 +137,22 @@ def _haze(view: View, scene: Scene, f: Failure) -> None:
 
 for kind in (
     FailureKind("branch_deletion", METRIC, "weights", 0.95, _sample_deletion, _delete,
-                lambda f: f"{f.location} missing", phrase="missing"),
+                lambda f: f"{f.location} missing", phrase="missing",
+                plain="side branches missing, the tree {adverb} pruned"),
     FailureKind("distal_deletion", METRIC, "weights", 0.95, _sample_distal, _distal,
                 lambda f: f"{f.location} onwards missing ({round(100 * (1 - _cut_point(f.severity)))} % of the vessel)",
-                phrase="onwards missing"),
+                phrase="onwards missing", plain="vessel {adverb} cut short, distal part onwards missing"),
     FailureKind("branch_fading", METRIC, "weights", 0.9, _sample_fading, _fade,
-                lambda f: f"{f.location} {adverb(f.severity)} faded", phrase="faded"),
+                lambda f: f"{f.location} {adverb(f.severity)} faded", phrase="faded",
+                plain="vessel {adverb} faded"),
     FailureKind("discontinuity", METRIC, "weights", 0.9, _sample_discontinuity, _discontinuity,
-                lambda f: f"{f.location} interrupted by {_gap_count(f.severity)} gap(s)", phrase="interrupted"),
+                lambda f: f"{f.location} interrupted by {_gap_count(f.severity)} gap(s)", phrase="interrupted",
+                plain="vessel {adverb} interrupted by gaps"),
     FailureKind("vessel_blur", METRIC, "layers", 0.85, _sample_region("vessel_blur", 0.2, 0.5), _vessel_blur,
-                lambda f: f"vessels {adverb(f.severity)} blurred and merging over the {f.location}", phrase="blurred"),
+                lambda f: f"vessels {adverb(f.severity)} blurred and merging over the {f.location}", phrase="blurred",
+                plain="vessels {adverb} blurred and merging"),
     FailureKind("haze", METRIC, "layers", 0.9, _sample_haze, _haze,
-                lambda f: f"vessel contrast {adverb(f.severity)} reduced by haze over the whole tree", phrase="haze"),
+                lambda f: f"vessel contrast {adverb(f.severity)} reduced by haze over the whole tree", phrase="haze",
+                plain="vessel contrast {adverb} reduced by haze over the whole tree"),
 ):
     register(kind)

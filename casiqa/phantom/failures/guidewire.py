@@ -114,17 +114,23 @@ def _catheter(view: View, scene: Scene, f: Failure) -> None:
 
 for kind in (
     FailureKind("wire_fade", METRIC, "weights", 1.0, _sample_section("wire_fade"), _fade,
-                lambda f: f"{f.location} {adverb(f.severity)} faded", phrase="faded"),
+                lambda f: f"{f.location} {adverb(f.severity)} faded", phrase="faded",
+                plain="guidewire {adverb} faded"),
     FailureKind("wire_gaps", METRIC, "weights", 0.95, _sample_gaps, _gaps,
                 lambda f: f"{f.location} {adverb(f.severity)} broken by "
-                          f"{1 + int(np.floor(3.999 * f.severity))} gap(s)", phrase="broken by"),
+                          f"{1 + int(np.floor(3.999 * f.severity))} gap(s)", phrase="broken by",
+                plain="guidewire {adverb} broken by gaps"),
     FailureKind("wire_blur", METRIC, "layers", 0.9, _sample_section("wire_blur"), _blur,
-                lambda f: f"guidewire {adverb(f.severity)} blurred", phrase="blurred"),
+                lambda f: f"guidewire {adverb(f.severity)} blurred", phrase="blurred",
+                plain="guidewire {adverb} blurred"),
     FailureKind("wire_displacement", METRIC, "weights", 0.95, _sample_offset("wire_displacement"), _displace,
-                lambda f: f"{f.location} {adverb(f.severity)} displaced outside the vessel", phrase="displaced"),
+                lambda f: f"{f.location} {adverb(f.severity)} displaced outside the vessel", phrase="displaced",
+                plain="guidewire {adverb} displaced outside the vessel"),
     FailureKind("wire_duplication", METRIC, "weights", 0.85, _sample_offset("wire_duplication"), _duplicate,
-                lambda f: f"{f.location} {adverb(f.severity)} duplicated by a ghost wire", phrase="duplicated"),
+                lambda f: f"{f.location} {adverb(f.severity)} duplicated by a ghost wire", phrase="duplicated",
+                plain="guidewire {adverb} duplicated by a ghost wire"),
     FailureKind("catheter_loss", METRIC, "weights", 0.8, _sample_catheter, _catheter,
-                lambda f: f"guiding catheter {adverb(f.severity)} lost", phrase="lost"),
+                lambda f: f"guiding catheter {adverb(f.severity)} lost", phrase="lost",
+                plain="guiding catheter {adverb} lost"),
 ):
     register(kind)
