@@ -97,7 +97,7 @@ def test_every_fact_begins_with_the_words_its_finding_uses(kind, scenes):
     from casiqa.model.findings import describe
     from casiqa.phantom.facts import explanation_facts
 
-    words = describe([(kind, 0.9)]).removesuffix(" (severe)")
+    words = describe([(kind, 0.9)]).removeprefix('"').removesuffix(' (severe)"')
     for scene in scenes:
         failure = KINDS[kind].sample(np.random.default_rng(1), scene, 0.9)
         fact = explanation_facts([failure], scene)[KINDS[kind].metric]
@@ -160,7 +160,7 @@ def test_a_plain_fact_says_only_what_the_findings_carry(kind, scenes):
     metric = KINDS[kind].metric
     for s in (0.05, 0.34, 0.5, 0.67, 0.99):
         text = KINDS[kind].plain_fact(s)
-        assert text.startswith(describe([(kind, s)]).removesuffix(f" ({severity_word(s)})") + ": "), text
+        assert text.startswith(describe([(kind, s)]).removeprefix('"').removesuffix(f' ({severity_word(s)})"') + ": "), text
         assert severity_adverb(s) in text.split(": ", 1)[1], text
         assert named_kinds(text, metric) == {kind}, text
         assert named_locations(text) == set(), text

@@ -64,7 +64,7 @@ def test_read_findings_keeps_kinds_above_the_threshold_worst_first_and_describes
     logits = torch.tensor([[2.0, -2.0], [3.0, 2.0], [-3.0, 0.0]])
     found = read_findings(logits, VOCAB, METRICS)
     assert [k for k, _ in found[G]] == ["wire_gaps", "wire_fade"] and found[B] == [] and found[A] == []
-    assert describe(found[G]) == "wire gaps (severe), wire fade (slight)"
+    assert describe(found[G]) == '"wire gaps (severe); wire fade (slight)"'
     assert describe([]) == "none"
     # a metric scored fair or worse with nothing above the threshold reports its likeliest kind; one
     # scored good or better does not, and neither does a metric without kinds
@@ -135,7 +135,7 @@ def test_collator_puts_recorded_findings_in_the_prompt_and_the_targets():
     rows = [_row(0, [_failure("wire_gaps", G, 0.9)]), _row(1, None)]
     batch = Collator(processor, aux_drop=0.0, vocab=model.model.must.vocab)(rows)
     text = processor.tokenizer.batch_decode(batch["input_ids"])
-    assert f"Findings:\n- {G}: wire gaps (severe)\n- {B}: none" in text[0]
+    assert f'Findings:\n- {G}: "wire gaps (severe)"\n- {B}: none' in text[0]
     assert "Findings:" not in text[1]                     # unrecorded: no block, not "none"
     t = batch["finding_targets"]
     assert t.shape == (2, 20, 2) and t[0, :, 0].sum() == 1 and (t[1] == -1).all()
@@ -177,4 +177,4 @@ def test_assessor_puts_the_heads_findings_in_the_prompt(tmp_path):
     result = assessor.heads([inp])[0]
     assert result.findings[G][0][0] == "wire_gaps" and len(result.findings[G]) == 6
     content = assessor.messages(inp, result)[1]["content"][-1]["text"]
-    assert f"- {G}: wire gaps (severe), " in content
+    assert f'- {G}: "wire gaps (severe); ' in content
