@@ -45,7 +45,10 @@ def default_device() -> tuple[str, torch.dtype]:
 
 class Assessor:
     def __init__(self, model, processor, model_id: str, batch_size: int = 8, device: str | None = None,
-                 grammar_cache: int = 4):
+                 grammar_cache: int = 4, pin_titles: bool = True):
+        """`pin_titles`: each explanation's facts open with the kinds its findings list, in order,
+        enforced while decoding (casiqa.titles); for models whose facts begin with the kind's
+        title, as every model with findings heads trained here does."""
         self.device = device or default_device()[0]
         self.model = model.to(self.device).eval()
         self.processor = processor
@@ -55,14 +58,17 @@ class Assessor:
         # ~360 MB with the tiny tokenizer (measured), and there are up to 5^3 combinations
         self.grammar_cache = grammar_cache
         self._outlines = None
+        self.pin_titles = pin_titles
+        self._pieces: list[str] | None = None   # each token's text, for the title pins (computed once)
 
     @classmethod
-    def load(cls, path: str, batch_size: int = 8, grammar_cache: int = 4) -> Assessor:
+    def load(cls, path: str, batch_size: int = 8, grammar_cache: int = 4, pin_titles: bool = True) -> Assessor:
         from casiqa.model.loading import load
 
         device, dtype = default_device()
         model, processor = load(path, dtype=dtype, device=device)
-        return cls(model, processor, model_id=str(path), batch_size=batch_size, device=device, grammar_cache=grammar_cache)
+        return cls(model, processor, model_id=str(path), batch_size=batch_size, device=device, grammar_cache=grammar_cache,
+                   pin_titles=pin_titles)
 
     # -- prompts ---------------------------------------------------------------------------
     def messages(self, inp: AssessInput, head: HeadResult | None) -> list[dict]:
@@ -155,6 +161,13 @@ class Assessor:
         kwargs = {"max_new_tokens": max_new_tokens(), "do_sample": temperature > 0}
         if temperature > 0:
             kwargs["temperature"] = temperature
+        if self.pin_titles and any(h.findings for h in heads):
+            from casiqa.titles import TitlePins, fact_openings, token_pieces
+
+            tok = self.processor.tokenizer
+            if self._pieces is None:
+                self._pieces = token_pieces(tok)
+            kwargs["prefix_allowed_tokens_fn"] = TitlePins(tok, [fact_openings(h.findings) for h in heads], self._pieces)
         must = getattr(self.model.model, "must", None)
         # the heads were read already: generating needs the tokens of the image as given, not the views
         with torch.no_grad(), must.one_view() if must is not None else nullcontext():

@@ -1,0 +1,72 @@
+"""Explanations open each fact with the kind the findings list: the pins read back what was written
+and allow only the tokens that spell the listed kind's title."""
+
+import numpy as np
+import pytest
+import torch
+
+from casiqa.titles import allowed_tokens, fact_openings, pending_opening
+
+G, B, A = "guidewire_visibility", "branch_discernibility", "artifact_interference"
+OPEN = fact_openings({G: [("wire_gaps", 0.9), ("wire_fade", 0.2)], B: [], A: [("haze", 0.5)]})
+
+
+def test_openings_are_the_listed_kinds_titles_in_order():
+    assert OPEN == {G: ["wire gaps:", "wire fade:"], B: [], A: ["haze:"]}
+    assert fact_openings(None) == {G: [], B: [], A: []}
+
+
+@pytest.mark.parametrize(("generated", "expected"), [
+    ('{"', None),                                                               # no explanation open
+    ('{"guidewire_visibility":{"level":"poor","explanation":"', ("", "wire gaps:")),
+    ('{"guidewire_visibility":{"level":"poor","explanation":"wire g', ("wire g", "wire gaps:")),
+    ('{"guidewire_visibility":{"level":"poor","explanation":"wire gaps:', None),      # spelt
+    ('{"guidewire_visibility":{"level":"poor","explanation":"wire gaps: guidewire severely broken by gaps;',
+     ("", " wire fade:")),                                                       # the second fact
+    ('{"guidewire_visibility":{"level":"poor","explanation":"wire gaps: x; wire fade: y;', None),  # past the list
+    ('{"guidewire_visibility":{"level":"poor","explanation":"wire gaps: x"},"branch_discernibility":'
+     '{"level":"good","explanation":"', None),                                   # no finding listed: free
+    ('{"guidewire_visibility":{"level":"poor","explanation":"wire gaps: x"},"branch_discernibility":'
+     '{"level":"good","explanation":"v"},"artifact_interference":{"level":"fair","explanation":"ha', ("ha", "haze:")),
+    ('{"guidewire_visibility":{"level":"poor","explanation":"wire gaps: x"},', None),  # closed
+])
+def test_the_open_fact_is_found_from_the_text_generated_so_far(generated, expected):
+    assert pending_opening(generated, OPEN) == expected
+
+
+def test_only_tokens_that_spell_the_title_are_allowed():
+    pieces = ["", "wire", " gaps", " gap", "w", "haze", ":", ": guidewire", " wire", "wired", " fade"]
+    assert allowed_tokens("", "wire gaps:", pieces) == [1, 4]              # "wire", "w"; not "wired"
+    assert allowed_tokens("wire", "wire gaps:", pieces) == [2, 3]          # " gaps", " gap"
+    assert allowed_tokens("wire gaps", "wire gaps:", pieces) == [6, 7]     # ":", or ": guidewire" past the title
+    assert allowed_tokens("", " wire fade:", pieces) == [8]                # after "; " the title's leading space
+
+
+def test_an_assessment_opens_each_explanation_with_its_listed_kinds():
+    """End to end on an untrained tiny model whose findings heads are set to find wire gaps and wire
+    fade (and nothing else of the guidewire): whatever its language model would write, the
+    guidewire's explanation opens with 'wire gaps:', and a second fact with 'wire fade:'."""
+    from casiqa.assessor import Assessor
+    from casiqa.inputs import AssessInput
+    from tests.test_findings import _tiny_with_findings
+
+    model, processor = _tiny_with_findings()
+    must = model.model.must
+    with torch.no_grad():
+        for branch in must.branches:
+            branch.findings.weight.zero_()
+            branch.findings.bias.copy_(torch.tensor([[-5.0, 0.0]] * (branch.findings.out_features // 2)).flatten())
+        kinds = [k for m, k in must.vocab if m == G]
+        head = must.branches[0].findings
+        head.bias[2 * kinds.index("wire_gaps")] = 5.0
+        head.bias[2 * kinds.index("wire_gaps") + 1] = 3.0
+        head.bias[2 * kinds.index("wire_fade")] = 4.0
+    grey = np.random.default_rng(0).random((112, 112)).astype(np.float32)
+    inp = AssessInput(target=grey)
+    pinned = Assessor(model, processor, model_id="test", device="cpu")
+    head = pinned.heads([inp])[0]
+    assert [k for k, _ in head.findings[G]] == ["wire_gaps", "wire_fade"]
+    text = getattr(pinned.assess([inp], heads=[head])[0].metrics, G).explanation
+    assert text.startswith("wire gaps:"), text
+    if ";" in text:
+        assert text.split(";")[1].startswith(" wire fade:"), text
