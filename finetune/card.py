@@ -94,9 +94,13 @@ def _stages(args, training_args) -> str:
         lm += ("; the training prompts (1b, 2) show as the heads' result "
                + ("the stage-1 heads' scores of each row (pixel-warmup/train-scores.json)" if heads else "the MOS")
                + (f" plus Gaussian noise of standard deviation {noise:g}" if noise else ""))
+    answers = {"plain": "; the answers explain each recorded failure by its kind and severity alone (answer_facts: plain)",
+               "recorded": "; the answers are the data's own facts (answer_facts: recorded)"}.get(
+        getattr(args, "answer_facts", "recorded"), "")
     return (f"(1) pixel warm-up of MUST's quality path{tophat}{pool}, {args.pixel_warmup_epochs:g} epochs of batch "
             f"{args.pixel_warmup_batch_size}, learning rate {args.pixel_warmup_lr}, evidence weight "
-            f"{args.pixel_warmup_evidence_weight}{dense}{weights} (pixel-warmup/history.json){frozen}{lm}; (2) {sft}.")
+            f"{args.pixel_warmup_evidence_weight}{dense}{weights} (pixel-warmup/history.json){frozen}{lm}{answers}; "
+            f"(2) {sft}.")
 
 
 def _warmup_table(out: Path) -> str:

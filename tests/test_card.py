@@ -15,7 +15,7 @@ def test_card_records_measured_figures_and_warmup_history(tmp_path):
                            pixel_warmup_metric_weights=[2.0, 1.0, 1.0], pixel_tophat=5, freeze_pixel_path=True,
                            pixel_warmup_dense_weight=1.0, pool="attention+mass", pixel_pool="max+mean",
                            pixel_warmup_score_weight=0.5, pixel_warmup_dense_damaged_weight=10.0,
-                           dihedral_scores=True, prompt_scores="heads")
+                           dihedral_scores=True, prompt_scores="heads", answer_facts="plain")
     training = SimpleNamespace(seed=0, max_steps=60, per_device_train_batch_size=16, learning_rate=5e-4)
     test = {m: {"srcc": 0.5, "plcc": 0.6, "krcc": 0.4, "rmse": 0.9} for m in METRICS} | {"n": 355}
     write_card(tmp_path, args, training, SimpleNamespace(model_name_or_path="tiny"), {"test": test},
@@ -28,5 +28,6 @@ def test_card_records_measured_figures_and_warmup_history(tmp_path):
     assert "max+mean token pooling" in card and "score squared-error weight 0.5" in card
     assert "averaged over the eight flips and rotations" in card
     assert "show as the heads' result the stage-1 heads' scores of each row" in card
+    assert "explain each recorded failure by its kind and severity alone (answer_facts: plain)" in card
     assert "| 2 | 0.200 | 0.200 | 0.200 |" in card          # the warm-up history, one row per epoch
     assert "| guidewire_visibility | 0.500 | 0.600 | 0.400 | 0.900 |" in card
