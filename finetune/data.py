@@ -32,7 +32,8 @@ def answer_facts(row: dict, kind: str = "plain") -> dict[str, list[str]]:
     that the answer says no more than the prompt's findings, from which the model writes it at
     inference; the phantom's facts name places the model cannot know, and a model trained on them
     wrote a wrong vessel or field in most explanations that named one (docs/training-log.md, sixth
-    session). A row without failure records keeps its own facts. "recorded": the row's facts as
+    session). A row whose records list no failure of a metric gets that metric's plain clean
+    statement; a row without failure records keeps its own facts. "recorded": the row's facts as
     written."""
     if kind not in ANSWER_FACTS:
         raise ValueError(f"answer facts must be one of {', '.join(ANSWER_FACTS)}, got {kind!r}")
