@@ -79,8 +79,8 @@ class FailureKind:
     def plain_fact(self, severity: float) -> str:
         """The fact as a model's findings can support it: the kind's title, then `plain` with the
         severity's third as an adverb, as the prompt's findings grade it ('wire gaps: guidewire
-        moderately broken by gaps'). Where the failure is comes with the assessment's evidence
-        boxes, not in words the model would have to guess (docs/training-log.md, sixth session)."""
+        moderately broken by gaps'). Where the failure is, the findings do not say, so neither does
+        the fact: a model would have to guess it (docs/training-log.md, sixth session)."""
         return f"{kind_title(self.name)}: {self.plain.format(adverb=severity_adverb(severity))}"
 
 
