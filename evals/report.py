@@ -105,6 +105,23 @@ def explanation_table(named: dict) -> list[str]:
     return lines + [""]
 
 
+def evidence_table(hits: dict) -> list[str]:
+    """Markdown lines: whether CAS-IQA's evidence boxes find the failures (evals.scoring.evidence_hits)."""
+    def pct(v):
+        return "" if v is None else f"{v:.0%}"
+    lines = ["## Do the evidence boxes find the failures?", "",
+             "Rows with a failure of the metric that has a place (its box smaller than the frame): the share whose "
+             "strongest evidence box touches the worst failure's box, the share the same box would touch placed "
+             "at random in the frame (chance, for a box that size), and the mean share of the box inside the "
+             "failure's box.", "",
+             "| metric | rows | touches the failure | by chance | inside the failure |", "|---|---|---|---|---|"]
+    for m in METRICS:
+        r = hits.get(m)
+        if r:
+            lines.append(f"| {m} | {r['n']} | {pct(r['touch'])} | {pct(r['touch_chance'])} | {pct(r['inside'])} |")
+    return lines + [""]
+
+
 def write_report(out: Path, metrics: dict, systems: dict) -> None:
     lines = [f"# Eval: {metrics['model']} on {metrics['data']} [{metrics['split']}]", "",
              f"{metrics['n_rows']} rows; schema-valid outputs {metrics['schema_valid_rate']:.1%}; "
@@ -127,6 +144,8 @@ def write_report(out: Path, metrics: dict, systems: dict) -> None:
         lines += kind_table(metrics["by_failure_kind"])
     if metrics.get("explanation_kinds"):
         lines += explanation_table(metrics["explanation_kinds"])
+    if metrics.get("evidence_boxes"):
+        lines += evidence_table(metrics["evidence_boxes"])
     lines += ["## Plots", ""]
     if "CAS-IQA" in systems:
         pred, truth = systems["CAS-IQA"]

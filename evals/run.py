@@ -28,7 +28,7 @@ from casiqa.inputs import AssessInput
 from casiqa.metrics import METRICS
 from casiqa.schema import Assessment
 from evals.results import ResultsWriter, read_done
-from evals.scoring import by_failure_kind, confusion, explanation_kinds, latency, metric_table
+from evals.scoring import by_failure_kind, confusion, evidence_hits, explanation_kinds, latency, metric_table
 
 
 @dataclass
@@ -230,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     if valid:
         failures = [failure_list(r) for r, res in zip(rows, ordered, strict=True) if res["valid"]]
         metrics["by_failure_kind"] = by_failure_kind(failures, *systems["CAS-IQA"])
+        if any(f is not None for f in failures):  # do the evidence boxes find the failures?
+            evidence = [{m: v["evidence"] for m, v in validate(r["raw"])[0]["metrics"].items()} for r in valid]
+            metrics["evidence_boxes"] = evidence_hits(failures, evidence, cfg.seed)
         if cfg.generate and any(f is not None for f in failures):  # do the explanations name the rows' failures?
             answers = [validate(r["raw"])[0]["metrics"] for r in valid]
             explanations = [{m: v["explanation"] for m, v in a.items()} for a in answers]

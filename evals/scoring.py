@@ -173,3 +173,41 @@ def explanation_kinds(failures: list[list[dict] | None], explanations: list[dict
             out[m].update(location_stated=round(stated / rows, 4) if rows else None,
                           location_wrong=round(wrong / stated, 4) if stated else None)
     return out
+
+
+WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)
+
+
+def evidence_hits(failures: list[list[dict] | None], evidence: list[dict[str, list[dict]]], seed: int = 0) -> dict:
+    """Per metric, whether the evidence boxes find the failures: over rows with a failure of the
+    metric that has a place (a box smaller than the frame) and at least one evidence box, the share
+    whose strongest box (largest weight) touches the worst failure's box (`touch`), the same for
+    that box moved to a random place in the frame (`touch_chance`: what a box of its size finds
+    by luck; large boxes touch most things), and the mean share of the strongest box's area that
+    lies inside the failure's box (`inside`). `evidence`: per row, metric -> the output's evidence
+    list ({"box": [x0, y0, x1, y1], "weight": w})."""
+    rng = np.random.default_rng(seed)
+
+    def overlap(a, b) -> float:
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    out = {}
+    for m in METRICS:
+        n = touch = chance = 0
+        inside = 0.0
+        for fails, ev in zip(failures, evidence, strict=True):
+            own = [f for f in fails or [] if f["metric"] == m and tuple(f["bbox"]) != WHOLE_FRAME]
+            boxes = ev.get(m) or []
+            if not own or not boxes:
+                continue
+            worst = max(own, key=lambda f: f["severity"])["bbox"]
+            top = max(boxes, key=lambda e: e["weight"])["box"]
+            w, h = top[2] - top[0], top[3] - top[1]
+            x, y = rng.uniform(0.0, 1.0 - w), rng.uniform(0.0, 1.0 - h)
+            n += 1
+            touch += overlap(top, worst) > 0
+            chance += overlap((x, y, x + w, y + h), worst) > 0
+            inside += overlap(top, worst) / max(w * h, 1e-9)
+        out[m] = {"n": n, "touch": round(touch / n, 4) if n else None,
+                  "touch_chance": round(chance / n, 4) if n else None, "inside": round(inside / n, 4) if n else None}
+    return out

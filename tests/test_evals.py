@@ -258,3 +258,30 @@ def test_the_report_says_whether_explanations_name_the_failures():
     named[METRICS[0]].update(location_stated=0.5, location_wrong=0.8)
     row = next(line for line in explanation_table(named) if line.startswith(f"| {METRICS[0]} |"))
     assert row.endswith("| 7 | 25% | 50% | 80% |")
+
+
+def test_evidence_hits_says_whether_the_strongest_box_finds_the_worst_failure():
+    from evals.report import evidence_table
+    from evals.scoring import evidence_hits
+
+    gw, br = "guidewire_visibility", "branch_discernibility"
+    fails = [[{"metric": gw, "kind": "wire_gaps", "severity": 0.8, "bbox": [0.0, 0.0, 0.2, 0.2]},
+              {"metric": gw, "kind": "wire_fade", "severity": 0.3, "bbox": [0.8, 0.8, 1.0, 1.0]}],
+             [{"metric": gw, "kind": "wire_fade", "severity": 0.5, "bbox": [0.5, 0.5, 0.7, 0.7]},
+              {"metric": br, "kind": "haze", "severity": 0.9, "bbox": [0.0, 0.0, 1.0, 1.0]}],   # no place: left out
+             None]
+    evidence = [{gw: [{"box": [0.05, 0.05, 0.15, 0.25], "weight": 0.7}, {"box": [0.8, 0.8, 1.0, 1.0], "weight": 0.2}]},
+                {gw: [{"box": [0.0, 0.0, 0.1, 0.1], "weight": 0.9}], br: [{"box": [0.0, 0.0, 0.5, 0.5], "weight": 1.0}]},
+                {}]
+    out = evidence_hits(fails, evidence)
+    g = out[gw]
+    assert g["n"] == 2 and g["touch"] == 0.5                  # row 0's strongest box is on the gaps; row 1's misses
+    assert g["inside"] == round((0.75 + 0.0) / 2, 4)         # 0.1 x 0.15 of the 0.1 x 0.2 box lies inside
+    assert 0.0 <= g["touch_chance"] <= 1.0
+    assert out[br] == {"n": 0, "touch": None, "touch_chance": None, "inside": None}
+    row = next(line for line in evidence_table(out) if line.startswith(f"| {gw} |"))
+    assert row.startswith(f"| {gw} | 2 | 50% | ") and row.endswith("| 38% |")
+    # a box as large as the frame touches any failure, by chance as well
+    whole = [{gw: [{"box": [0.0, 0.0, 1.0, 1.0], "weight": 1.0}]}] * 2
+    big = evidence_hits(fails[:2], whole)[gw]
+    assert big["touch"] == 1.0 and big["touch_chance"] == 1.0
