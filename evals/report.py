@@ -79,11 +79,14 @@ def kind_table(kinds: dict) -> list[str]:
     return lines + [""]
 
 
+def pct(v: float | None) -> str:
+    """A share as a whole percentage, blank when there is none."""
+    return "" if v is None else f"{v:.0%}"
+
+
 def explanation_table(named: dict) -> list[str]:
     """Markdown lines: whether CAS-IQA's explanations name the rows' failures
     (evals.scoring.explanation_kinds)."""
-    def pct(v):
-        return "" if v is None else f"{v:.0%}"
     lines = ["## Do the explanations name the failures?", "",
              "Each explanation read back into the phantom's failure kinds (casiqa.phantom.facts.named_kinds). "
              "On rows with failures of the metric: the worst one named, the share of their failures named "
@@ -107,8 +110,6 @@ def explanation_table(named: dict) -> list[str]:
 
 def evidence_table(hits: dict) -> list[str]:
     """Markdown lines: whether CAS-IQA's evidence boxes find the failures (evals.scoring.evidence_hits)."""
-    def pct(v):
-        return "" if v is None else f"{v:.0%}"
     lines = ["## Do the evidence boxes find the failures?", "",
              "Rows with a failure of the metric that has a place (its box smaller than the frame): the share whose "
              "strongest evidence box touches the worst failure's box, the share the same box would touch placed "
