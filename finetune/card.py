@@ -85,6 +85,9 @@ def _stages(args, training_args) -> str:
     pool = ", mass pooling in the metric branches" if getattr(args, "pool", "attention") == "attention+mass" else ""
     pool += ", findings heads" if getattr(args, "findings", False) else ""
     lm = getattr(args, "lm_warmup_steps", 0)
+    scorer = (f"; (1p) the profile scorer (guidewire and branches from profiles across the live frame's devices and the "
+              f"true vessels, averaged with their heads), {args.profile_epochs} epochs on stage 1's pixel cache "
+              f"(pixel-warmup/profile-history.json)") if getattr(args, "profile_scores", False) else ""
     lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "
           f"{args.lm_warmup_batch_size}, learning rate {args.lm_warmup_lr}"
           + (", bf16 autocast" if getattr(args, "lm_warmup_bf16", False) else "") + " (lm-warmup/history.json)") if lm else ""
@@ -99,7 +102,7 @@ def _stages(args, training_args) -> str:
         getattr(args, "answer_facts", "recorded"), "")
     return (f"(1) pixel warm-up of MUST's quality path{tophat}{pool}, {args.pixel_warmup_epochs:g} epochs of batch "
             f"{args.pixel_warmup_batch_size}, learning rate {args.pixel_warmup_lr}, evidence weight "
-            f"{args.pixel_warmup_evidence_weight}{dense}{weights} (pixel-warmup/history.json){frozen}{lm}{answers}; "
+            f"{args.pixel_warmup_evidence_weight}{dense}{weights} (pixel-warmup/history.json){frozen}{scorer}{lm}{answers}; "
             f"(2) {sft}.")
 
 
@@ -113,8 +116,21 @@ def _warmup_table(out: Path) -> str:
     history = json.loads(path.read_text())
     head = "| epoch | " + " | ".join(METRICS) + " |\n|---|" + "---|" * len(METRICS)
     lines = [f"| {e['epoch']:g} | " + " | ".join(f"{e.get(f'val_{m}_srcc', float('nan')):.3f}" for m in METRICS) + " |"
-             for e in history]
-    return "\n## Validation SRCC per warm-up epoch\n\n" + "\n".join([head, *lines]) + "\n"
+             for e in history if "epoch" in e]
+    text = "\n## Validation SRCC per warm-up epoch\n\n" + "\n".join([head, *lines]) + "\n"
+    profiles = path.parent / "profile-history.json"
+    if profiles.is_file():  # stage 1p: the profile scorer alone, then averaged with the heads
+        entries = json.loads(profiles.read_text())
+        scored = [e for e in entries if any(k.startswith("val_") for k in e)]
+        mixed = next((e["mixed_val_srcc"] for e in entries if "mixed_val_srcc" in e), {})
+        lines = [f"| {e['profile_epoch']} | " + " | ".join(f"{e.get(f'val_{m}_srcc', float('nan')):.3f}" for m in METRICS)
+                 + " |" for e in scored]
+        if mixed:
+            lines.append("| heads and scorer averaged | " + " | ".join(f"{mixed.get(m, float('nan')):.3f}" for m in METRICS)
+                         + " |")
+        text += ("\n## Validation SRCC of the profile scorer (stage 1p), one view\n\n| epoch | " + " | ".join(METRICS)
+                 + " |\n|---|" + "---|" * len(METRICS) + "\n" + "\n".join(lines) + "\n")
+    return text
 
 
 def _findings_table(test: dict) -> str:
@@ -141,6 +157,11 @@ def write_card(out: Path, args, training_args, model_args, results: dict, comman
     views = ("\n- Scoring: the heads' level probabilities averaged over the eight flips and rotations of the pixel "
              "path's input (`dihedral_scores`): a score does not change with the image's orientation."
              if getattr(args, "dihedral_scores", False) else "")
+    scorer = getattr(args, "profile_scores", False)
+    views += ("\n- Guidewire visibility and branch discernibility: those level probabilities averaged with the "
+              "profile scorer's (stage 1p) wherever the image comes with the auxiliary images it reads its "
+              "structures from." if scorer else "")
+    scored = "the model's expected scores (heads and profile scorer)" if scorer else "heads' expected scores"
     text = f"""---
 library_name: transformers
 tags: [cas-iqa, angiography, image-quality-assessment, qwen2_5_vl]
@@ -157,7 +178,7 @@ auxiliary images {'used' if args.use_aux else 'not used'}, {args.image_size} px{
 - Training: {_stages(args, training_args)}
 - Code: commit {commit or code_version()}.{wall}{views}
 
-## Test split ({test.get('n', 0)} cases never seen in training), heads' expected scores vs MOS
+## Test split ({test.get('n', 0)} cases never seen in training), {scored} vs MOS
 
 | metric | SRCC | PLCC | KRCC | RMSE |
 |---|---|---|---|---|

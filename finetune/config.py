@@ -34,6 +34,15 @@ class CasIqaArguments:
     pixel_along_own: bool = field(default=False, metadata={
         "help": "with pixel_along: each metric head reads only the structures its metric judges (guidewire: the "
                 "devices; branches: the vessels; artefacts: all), each normalised on its own"})
+    profile_scores: bool = field(default=False, metadata={
+        "help": "guidewire visibility and branch discernibility also scored from intensity profiles across their "
+                "structures (the live frame's devices, the true vessels) by a small set encoder trained after stage 1 "
+                "(stage 1p, finetune/profile_warmup.py); its level probabilities are averaged with the heads'"})
+    profile_epochs: int = field(default=25, metadata={"help": "stage 1p: epochs of the profile scorer"})
+    pixel_profiles: int = field(default=0, metadata={
+        "help": "with pixel_along: intensity profiles across each structure (the live frame's devices, the target's "
+                "devices, the true vessels), sampled sub-pixel at points along it and read by a small set encoder, "
+                "join that structure's summary as this many features (0: off; casiqa/model/profiles.py)"})
     pixel_dense: bool = field(default=False, metadata={
         "help": "a 1x1 head on the stem's H/4 features, trained in the warm-up on dense damage maps"})
     dihedral_scores: bool = field(default=False, metadata={
@@ -149,11 +158,18 @@ class CasIqaArguments:
             raise ValueError("pixel_warmup_dense_weight must be >= 0")
         if self.pixel_warmup_dense_weight and not self.pixel_dense:
             raise ValueError("pixel_warmup_dense_weight needs pixel_dense: true (the head it trains)")
-        from casiqa.model.pixel import POOLS, check_along, check_compare, check_margin
+        from casiqa.model.pixel import POOLS, check_along, check_compare, check_margin, check_profiles
 
         check_compare(self.pixel_compare, self.pixel_tophat)  # the pixel path's own check, at parse time
         check_margin(self.pixel_tophat_margin, self.pixel_tophat)
         check_along(self.pixel_along, self.pixel_path, self.pixel_tophat, self.pixel_along_own)
+        check_profiles(self.pixel_profiles, self.pixel_along)
+        if self.profile_scores and not (self.must and self.pixel_path and self.pixel_tophat and self.pixel_warmup_epochs):
+            raise ValueError("profile_scores needs MUST's pixel path with its top-hat planes (must, pixel_path, "
+                             "pixel_tophat) and stage 1 (pixel_warmup_epochs > 0), whose pixel cache it is trained on")
+        if self.profile_scores and not self.use_aux:
+            raise ValueError("profile_scores reads the structures off the live frame and the reference: with use_aux "
+                             "false it has nothing to learn from; set profile_scores false too")
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
         if self.pool not in ("attention", "attention+mass"):

@@ -34,6 +34,7 @@ def build_model(args, model_args, training_args):
                         pixel_tophat_margin=args.pixel_tophat_margin,
                         pixel_compare=list(args.pixel_compare), pixel_width=args.pixel_width,
                         pixel_pool=args.pixel_pool, pixel_along=args.pixel_along, pixel_along_own=args.pixel_along_own,
+                        pixel_profiles=args.pixel_profiles, profile_scores=args.profile_scores,
                         dihedral_scores=args.dihedral_scores, pool=args.pool,
                         findings=phantom_vocabulary(METRICS) if args.findings else {})
     name = model_args.model_name_or_path or "tiny"
@@ -81,7 +82,8 @@ def lora_config(args, model_args):
 # the recipe fields that decide what stage 1 learns: a kept warm-up is reused only if they match
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
                  "pixel_tophat_margin",
-                 "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_dense", "pool", "findings", "use_aux",
+                 "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_profiles", "profile_scores",
+                 "profile_epochs", "pixel_dense", "pool", "findings", "use_aux",
                  "aux_drop", "pixel_warmup_findings_weight",
                  "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
                  "pixel_warmup_dense_weight", "pixel_warmup_dense_damaged_weight", "pixel_warmup_score_weight",
@@ -147,6 +149,18 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
     cfg = warmup_config(args, training_args)
     history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),
                       progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
+    if getattr(must, "profile_scorer", None) is not None:  # stage 1p, on the same pixel cache
+        from finetune.profile_warmup import ProfileWarmupConfig, profile_warm_up
+        from finetune.warmup import predict, srcc_of
+
+        profiles = profile_warm_up(must, data, check, ProfileWarmupConfig(epochs=args.profile_epochs,
+                                                                          seed=training_args.seed),
+                                   log=lambda e: print(json.dumps(e)),
+                                   progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
+        mixed = srcc_of(predict(must, check), check.mos)
+        print(json.dumps({"validation SRCC, heads and profiles averaged": mixed}))
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        (saved.parent / "profile-history.json").write_text(json.dumps(profiles + [{"mixed_val_srcc": mixed}], indent=2))
     saved.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in must.state_dict().items()}, str(saved))
     (saved.parent / "history.json").write_text(json.dumps(history, indent=2))

@@ -27,6 +27,10 @@ class MustSettings:
     pixel_along: bool = False                # the heads also read the H/4 features averaged along the true devices
                                              # and vessels (pixel.ALONG; needs pixel_tophat)
     pixel_along_own: bool = False            # with pixel_along: each head reads only its metric's structures (ALONG_OF)
+    profile_scores: bool = False             # guidewire and branches also scored from profiles across their structures
+                                             # (ProfileScorer), averaged with their heads once it is trained
+    pixel_profiles: int = 0                  # with pixel_along: profiles across each structure, sampled sub-pixel,
+                                             # join its summary as this many features (0: off; profiles.py)
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)
     dihedral_scores: bool = False            # inference: heads averaged over the pixel path's 8 flips and rotations
     cross_attention: bool = True             # target tokens also attend to all aux tokens
@@ -46,12 +50,16 @@ class MustSettings:
             raise ValueError(f"pool must be 'attention' or 'attention+mass', got {self.pool!r}")
         if self.temperature <= 0 or self.top_k < 1 or self.hidden < 1:
             raise ValueError("temperature must be > 0, top_k and hidden >= 1")
-        from casiqa.model.pixel import POOLS, check_along, check_margin
+        from casiqa.model.pixel import POOLS, check_along, check_margin, check_profiles
 
         if self.pixel_pool not in POOLS:
             raise ValueError(f"pixel_pool must be one of {', '.join(POOLS)}, got {self.pixel_pool!r}")
         check_along(self.pixel_along, self.pixel_path, self.pixel_tophat, self.pixel_along_own)
         check_margin(self.pixel_tophat_margin, self.pixel_tophat)
+        check_profiles(self.pixel_profiles, self.pixel_along)
+        if self.profile_scores and not (self.enabled and self.pixel_path and self.pixel_tophat):
+            raise ValueError("profile_scores finds the structures with the pixel path's top-hat planes: it needs must, "
+                             "pixel_path and pixel_tophat")
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 

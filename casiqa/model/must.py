@@ -40,7 +40,8 @@ from torch import nn
 
 from casiqa.model.config import MustSettings
 from casiqa.model.findings import vocabulary
-from casiqa.model.pixel import ALONG, DIHEDRAL, UNIT, PixelPath, align, along_mask, dihedral, undo_dihedral
+from casiqa.model.pixel import ALONG, DIHEDRAL, IN_CHANNELS, UNIT, PixelPath, align, along_mask, dihedral, undo_dihedral
+from casiqa.model.profiles import ProfileScorer
 
 
 def zero_linear(d_in: int, d_out: int) -> nn.Linear:
@@ -198,8 +199,10 @@ class Must(nn.Module):
                                      dense=len(metrics) if settings.pixel_dense else 0,
                                      compare=tuple(settings.pixel_compare), pool=settings.pixel_pool,
                                      along=settings.pixel_along, along_own=settings.pixel_along_own,
-                                     tophat_margin=settings.pixel_tophat_margin)
+                                     tophat_margin=settings.pixel_tophat_margin, profiles=settings.pixel_profiles)
                            if settings.pixel_path else None)
+            # some metrics also scored from the profiles across their structures, averaged with their heads
+            self.profile_scorer = (ProfileScorer(metrics, n_levels) if settings.profile_scores else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)
             extra = DAMAGE_STATS if settings.pixel_dense and settings.dense_to_heads else 0
@@ -239,6 +242,8 @@ class Must(nn.Module):
                 level_logits = view_mean(level_logits)
                 found = None if found is None else found.mean(dim=0)
                 route, raw, deltas = route[0], raw[0], deltas[0]
+            if self.profile_scorer is not None:
+                level_logits = self.profile_scorer.mix(level_logits[None], self._planes(pixels, roles, samples, b, t))[0]
             findings.append(found)
             tokens[t] = x + (route[:, :, None] * deltas).sum(dim=1)   # routed metric-aware tokens
             logits.append(level_logits)
@@ -305,6 +310,8 @@ class Must(nn.Module):
         batch is scored in one call (its samples share a grid)."""
         feats, fine, along = self._pixel_run(channels, dense)
         logits, _, route, _, found = self.score(feats, self._head_extra(fine, along))
+        if self.profile_scorer is not None:
+            logits = self.profile_scorer.mix(logits, self._derived(channels))
         out = (logits, route, fine) if dense else (logits, route)
         return (*out, found) if findings else out
 
@@ -333,6 +340,16 @@ class Must(nn.Module):
                 if extra is not None:
                     extra[b] = summary[j]
         return out, extra
+
+    def _derived(self, x: torch.Tensor) -> torch.Tensor:
+        """Planes [B, C, H, W] of PixelPath.channels, with its derived planes added if not given."""
+        return x if x.shape[1] != IN_CHANNELS else torch.cat([x, self.pixels.derived_planes(x)], dim=1)
+
+    def _planes(self, pixels: list[torch.Tensor], roles: list[str], samples: list[int], b: int, t: int) -> torch.Tensor:
+        """Sample b's planes [1, C, H, W] (its target t and its auxiliary images), derived planes included."""
+        size = tuple(pixels[t].shape)
+        aux = {roles[i]: align(pixels[i], size) for i in range(len(roles)) if samples[i] == b and i != t}
+        return self._derived(self.pixels.channels(pixels[t], aux)[None])
 
     def _pixel_run(self, channels: torch.Tensor, dense: bool = False):
         """The pixel path on planes [B, C, H, W] -> (tokens, damage logits or None, summary along the

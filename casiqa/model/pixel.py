@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from casiqa.model.profiles import ProfileEncoder, structure_profiles
+
 ROLES = ("live", "reference")
 UNIT = 28                           # px of one merged visual token (patch 14 x merge 2)
 
@@ -64,6 +66,16 @@ def max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
     p = size // 2
     x = F.max_pool2d(x, (1, size), stride=1, padding=(0, p))
     return F.max_pool2d(x, (size, 1), stride=1, padding=(p, 0))
+
+
+def check_profiles(profiles: int, along: bool) -> None:
+    """Profiles across the structures (PixelPath `profiles`) are a feature count >= 0 and have a
+    summary along the structures to join."""
+    if profiles < 0:
+        raise ValueError(f"pixel_profiles is a number of features (0: off), got {profiles}")
+    if profiles and not along:
+        raise ValueError("profiles across the structures join the summary along them: pixel_profiles needs "
+                         "pixel_along: true")
 
 
 def check_margin(margin: bool, tophat: int) -> None:
@@ -221,14 +233,19 @@ def along_mask(metrics: tuple[str, ...]) -> torch.Tensor:
     return torch.tensor([[float(s in ALONG_OF[m]) for s in ALONG] for m in metrics])
 
 
+def structure_planes(x: torch.Tensor) -> torch.Tensor:
+    """Planes [B, C, H, W] of `channels` followed by the top-hat planes -> [B, len(ALONG), H, W]:
+    where each structure named by ALONG is, >= 0 (zero where its image is absent)."""
+    th = x[:, IN_CHANNELS:IN_CHANNELS + 3]
+    return torch.stack([th[:, 1], F.relu(th[:, 0] - th[:, 2]), F.relu(x[:, LIVE_MINUS_REFERENCE])], dim=1)
+
+
 def along_weights(x: torch.Tensor, cell: int = 4) -> torch.Tensor:
     """Planes [B, C, H, W] of `channels` followed by the top-hat planes -> [B, len(ALONG), H/cell,
     W/cell] weights >= 0 on the structures named by ALONG, max-pooled onto the cell grid (a wire a
     pixel wide keeps its full strength) and squared (a strong response outweighs background
     texture). A structure whose image is absent has zero weight."""
-    th = x[:, IN_CHANNELS:IN_CHANNELS + 3]
-    planes = torch.stack([th[:, 1], F.relu(th[:, 0] - th[:, 2]), F.relu(x[:, LIVE_MINUS_REFERENCE])], dim=1)
-    return F.max_pool2d(planes.float(), cell) ** 2
+    return F.max_pool2d(structure_planes(x).float(), cell) ** 2
 
 
 def along_pool(features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -253,7 +270,7 @@ class PixelPath(nn.Module):
 
     def __init__(self, dim: int, width: int = 48, diff_gain: float = 4.0, norm: str = "batch", patch: int = 2,
                  tophat: int = 0, dense: int = 0, compare: tuple[int, ...] = (), pool: str = "max",
-                 along: bool = False, along_own: bool = False, tophat_margin: bool = False):
+                 along: bool = False, along_own: bool = False, tophat_margin: bool = False, profiles: int = 0):
         super().__init__()
         self.diff_gain = diff_gain  # differences are small in grey: scale them to the images' range
         if tophat and (tophat < 3 or tophat % 2 == 0):
@@ -304,11 +321,18 @@ class PixelPath(nn.Module):
             if patch not in (1, 2) or not tophat:
                 raise ValueError("pooling along the structures needs pixel patch 1 or 2 (an H/4 stage) and the "
                                  "top-hat planes (tophat) that find them")
-            self.along_dim = len(ALONG) * (width + 1 + dense)
+            per = width + 1 + dense + profiles
+            self.along_dim = len(ALONG) * per
             # along_own: each structure normalised on its own, so that no structure's values reach
             # another's through the normalisation (a head reading only the vessels reads nothing of
             # the devices); else one normalisation over the whole vector
-            self.along_norm = nn.LayerNorm(width + 1 + dense if along_own else self.along_dim)
+            self.along_norm = nn.LayerNorm(per if along_own else self.along_dim)
+        # profiles across each structure of ALONG, sampled sub-pixel where it is (casiqa/model/profiles.py),
+        # joined to that structure's summary
+        self.profiles = None
+        check_profiles(profiles, along)
+        if profiles:
+            self.profiles = ProfileEncoder(len(ALONG), profiles)
         if dense or along:
             self._fine_at = next(i for i, m in enumerate(self.stem) if isinstance(m, TokenPool))
 
@@ -408,7 +432,12 @@ class PixelPath(nn.Module):
         """The H/4 features h [B, w, H/4, W/4] (and the damage maps) along the structures -> [B, along_dim]."""
         weights = along_weights(x, x.shape[-1] // h.shape[-1])
         feats = h if fine is None else torch.cat([h, torch.sigmoid(fine)], dim=1)
-        pooled = along_pool(feats.float(), weights).to(h.dtype)
+        pooled = along_pool(feats.float(), weights)
+        if self.profiles is not None:
+            profiles, valid = structure_profiles(x, structure_planes(x), ALONG)
+            across = self.profiles(profiles, valid)                                   # [B, S, P]
+            pooled = torch.cat([pooled.unflatten(1, (len(ALONG), -1)), across.float()], dim=-1).flatten(1)
+        pooled = pooled.to(h.dtype)
         if self.along_own:
             return self.along_norm(pooled.unflatten(1, (len(ALONG), -1))).flatten(1)
         return self.along_norm(pooled)

@@ -1,0 +1,87 @@
+"""Stage 1p alone: how well the profile scorer ranks its metrics from the profiles, without the heads.
+
+    python -m benchmarks.bench_profiles --config finetune/recipes/tiny-cpu.yaml --cache /tmp/pixels-224.pt
+    python -m benchmarks.bench_profiles --config finetune/recipes/tiny-cpu.yaml --cache /tmp/pixels-224.pt \\
+        --against results/eval-validation/results.jsonl --json_out profiles.json
+
+The profile scorer of casiqa/model/profiles.py (`ProfileScorer`) trained by stage 1p
+(finetune/profile_warmup.py) exactly as `finetune.sft` trains it, on the rows as stage 1 of the
+recipe sees them (the same pixel cache as `benchmarks.bench_warmup`), but on a fresh model with
+no stage 1: for trying a change to the profiles or the scorer in ~3 minutes instead of a full
+training. Prints the scorer's validation SRCC per scored metric every 5 epochs (the recipe's
+`profile_epochs`, or --profile_epochs) and the seconds the stage took; with `--against FILE` (an
+`evals.run` results.jsonl of the validation split, in its order), also that model's SRCC and
+the SRCC of the two rank-averaged: what the profiles add to a model. --json_out writes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import rankdata, spearmanr
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False,
+                                     epilog="Every other flag is a finetune.sft argument (e.g. --config).")
+    parser.add_argument("--cache", type=Path, help="pixel cache file (benchmarks.bench_warmup's), made if absent")
+    parser.add_argument("--against", type=Path, help="an evals.run results.jsonl of the validation split")
+    parser.add_argument("--json_out", type=Path)
+    ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+
+    import torch
+
+    from benchmarks.bench_warmup import cached_rows
+    from casiqa.model.levels import expected_score
+    from finetune.profile_warmup import ProfileWarmupConfig, profile_rows, profile_warm_up
+    from finetune.sft import build_model, parse
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args, training_args, model_args = parse(rest + ["--output_dir", tmp])
+        if not args.profile_scores:
+            raise SystemExit("the recipe has no profile scorer: pass --profile_scores true")
+        model, processor = build_model(args, model_args, training_args)
+        must = model.model.must
+        train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, must.pixels, ours.cache)
+    start = time.perf_counter()
+    history = profile_warm_up(must, train, val, ProfileWarmupConfig(epochs=args.profile_epochs, seed=training_args.seed),
+                              log=lambda e: print(json.dumps(e), flush=True) if len(e) > 2 else None)
+    seconds = time.perf_counter() - start
+    scorer = must.profile_scorer
+    final = {m: history[-1][f"val_{m}_srcc"] for m in scorer.scored}
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} threads"
+    print(f"{device}: stage 1p in {seconds:.0f} s ({args.profile_epochs} epochs, profiles sampled included); "
+          "validation SRCC from the profiles alone: " + ", ".join(f"{m} {v:.3f}" for m, v in final.items()))
+    out = {"device": device, "seconds": round(seconds, 1), "history": history, "final": final,
+           "settings": {"rest": rest}}
+    if ours.against:
+        res = [json.loads(line) for line in ours.against.read_text().splitlines() if line.strip()]
+        res = res[:len(val)]  # the recipe's eval_max_samples keeps the split's first rows
+        profiles, valid = profile_rows(must, val)
+        with torch.no_grad():
+            own = expected_score(scorer(profiles.float(), valid)).numpy()
+        out["against"] = {}
+        for j, m in enumerate(scorer.scored):
+            pred = np.array([r["pred"][m] for r in res])
+            truth = np.array([r["truth"][m] for r in res])
+            col = scorer.metrics.index(m)
+            if len(res) != len(val) or not np.allclose(truth, val.mos[:, col], atol=1e-3):
+                raise SystemExit(f"{ours.against} does not hold this validation split's rows in order")
+            both = rankdata(own[:, j]) + rankdata(pred)
+            out["against"][m] = {"model_srcc": float(spearmanr(pred, truth)[0]),
+                                 "rank_average_srcc": float(spearmanr(both, truth)[0])}
+            print(f"{m}: the model alone {out['against'][m]['model_srcc']:.3f}; rank-averaged with the profiles "
+                  f"{out['against'][m]['rank_average_srcc']:.3f}")
+    if ours.json_out:
+        ours.json_out.write_text(json.dumps(out, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

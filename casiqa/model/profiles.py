@@ -1,0 +1,206 @@
+"""Profiles across the true structures: how the target looks across its wire and vessels, point by point.
+
+The pixel path's stem sees a guidewire (under a pixel wide at 224 px) through 3 x 3 filters and
+pools it onto 28 px tokens, or averages its features along the whole structure (`pixel_along`).
+Every guidewire failure, though, is a change of one thing: the dark dip the wire makes across
+its width, compared with the live frame's. A fade makes it shallower, a gap removes it, blur
+widens it, a displacement moves it off the true line, a ghost adds a second dip beside it. The
+same holds for vessels against the reference. So this module samples, at points spread along each
+structure of `pixel.ALONG` (the live frame's devices, the target's own devices, the true vessels),
+the images across the structure: perpendicular to it (the structure tensor's dominant gradient),
+at sub-pixel steps, +-PROFILE_HALF_PX around the point. A small set encoder reads each point's
+profile (flip-invariant: the normal's sign is arbitrary) and pools the points (mean, max, min):
+one vector per structure, which `PixelPath` appends to that structure's summary.
+
+Measured before it was built in (training log, 2026-11-27 seventh session): such profiles alone,
+with a standalone set encoder, ranked the phantom's validation guidewire MOS at 0.82 (224 px) and
+0.84 (512 px), against the stem's 0.73-0.79.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+PROFILE_HALF_PX = 7.0       # px either side of the structure, at 224 px (the displacement's reach is ~12 px)
+PROFILE_SAMPLES = 33        # samples across, ~0.44 px apart
+PROFILE_POINTS = 64         # points per structure and image
+# which planes of PixelPath.channels (+ its top-hat planes) are sampled: target, live, reference,
+# target - reference, target - live, top-hat of target, top-hat of reference
+PROFILE_PLANES = (0, 1, 4, 5, 2, 8, 10)
+# per structure of pixel.ALONG: (quantile, share of it) above which a pixel is on the structure,
+# and whether points are spread by strength (devices) or evenly (vessels: the thin distal ones count)
+STRUCTURE_THRESHOLD = {"live devices": (0.995, 0.5), "target devices": (0.995, 0.5), "true vessels": (0.99, 0.25)}
+
+
+QUANTILE_STRIDE = 5         # the structure's threshold is a quantile of every 5th pixel
+NORMAL_WINDOW = 4           # px either side: the structure tensor is summed over a 9 x 9 window around a point
+
+
+def point_normals(weight: torch.Tensor, points: torch.Tensor, r: int = NORMAL_WINDOW) -> torch.Tensor:
+    """[B, S, H, W] structure weights and points [B, S, N, 2] (y, x px) -> unit normals [B, S, N, 2]
+    (y, x) across the structure at each point: the dominant gradient direction of the structure
+    tensor, summed with Gaussian weights over a (2r + 1)^2 window (computed at the points only)."""
+    b, s, h, w = weight.shape
+    d = torch.arange(-r - 1, r + 2, device=weight.device)
+    ys = (points[..., 0].long()[..., None, None] + d[:, None]).clamp(0, h - 1)          # [B, S, N, K, 1]
+    xs = (points[..., 1].long()[..., None, None] + d[None, :]).clamp(0, w - 1)          # [B, S, N, 1, K]
+    flat = weight.reshape(b, s, h * w)
+    patch = torch.gather(flat, 2, (ys * w + xs).flatten(2)).reshape(*points.shape[:3], len(d), len(d))
+    gy = (patch[..., 2:, 1:-1] - patch[..., :-2, 1:-1]) / 2
+    gx = (patch[..., 1:-1, 2:] - patch[..., 1:-1, :-2]) / 2
+    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, device=weight.device, dtype=weight.dtype) / (r / 2)) ** 2)
+    g = g[:, None] * g[None, :]
+    jxx, jyy, jxy = ((v * g).sum(dim=(-2, -1)) for v in (gx * gx, gy * gy, gx * gy))
+    angle = 0.5 * torch.atan2(2 * jxy, jxx - jyy)
+    return torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1)
+
+
+def pick_points(weight: torch.Tensor, names: tuple[str, ...], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """[B, S, H, W] weights of the structures `names` -> (points [B, S, n, 2] as (y, x) px, valid
+    [B, S, n]). A pixel is on a structure above its STRUCTURE_THRESHOLD; the n points are spread
+    evenly over those pixels in raster order (deterministic: the same image gives the same points),
+    so they cover the structure's extent. A structure with no such pixel (its image absent) has no
+    valid point."""
+    b, s, h, w = weight.shape
+    flat = weight.reshape(b, s, -1).float()
+    q = torch.tensor([STRUCTURE_THRESHOLD[m][0] for m in names], device=flat.device)
+    share = torch.tensor([STRUCTURE_THRESHOLD[m][1] for m in names], device=flat.device)
+    ranked = flat[..., ::QUANTILE_STRIDE].sort(dim=-1).values                         # every 5th pixel: 5x less to sort
+    k = ((ranked.shape[-1] - 1) * q).round().long()                                    # the quantile's rank
+    thr = share * ranked.gather(2, k[None, :, None].expand(b, -1, 1)).squeeze(-1)       # [B, S]
+    on = (flat > thr[..., None]) & (thr[..., None] > 1e-4)
+    rank = on.long().cumsum(dim=-1)                                                    # [B, S, HW]
+    count = rank[..., -1]
+    want = (torch.linspace(0, 1, n, device=flat.device) * (count[..., None] - 1).clamp(min=0)).round().long() + 1
+    idx = torch.searchsorted(rank, want).clamp(max=h * w - 1)                          # [B, S, n]
+    points = torch.stack([(idx // w).float(), (idx % w).float()], dim=-1)
+    return points, (count > 0)[..., None].expand(-1, -1, n)
+
+
+def sample_profiles(planes: torch.Tensor, points: torch.Tensor, normal: torch.Tensor,
+                    half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES) -> torch.Tensor:
+    """planes [B, C, H, W], points [B, S, N, 2] (y, x px), normals [B, S, N, 2] -> profiles [B, S, N, C,
+    samples]: the planes bilinearly sampled across each point (edge values beyond the frame)."""
+    b, c, h, w = planes.shape
+    offsets = torch.linspace(-half_px, half_px, samples, device=planes.device)
+    at = points[..., None, :] + normal[..., None, :] * offsets[:, None]               # [B, S, N, L, 2]
+    grid = torch.stack([(at[..., 1] + 0.5) / w * 2 - 1, (at[..., 0] + 0.5) / h * 2 - 1], dim=-1)
+    s, n = points.shape[1:3]
+    out = F.grid_sample(planes.float(), grid.reshape(b, s * n, samples, 2).float(), mode="bilinear",
+                        padding_mode="border", align_corners=False)                  # [B, C, S * N, L]
+    return out.reshape(b, c, s, n, samples).permute(0, 2, 3, 1, 4)
+
+
+def structure_profiles(x: torch.Tensor, weights: torch.Tensor, names: tuple[str, ...],
+                       n: int = PROFILE_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-path planes x [B, C, H, W] (its channels and top-hat planes) and structure weights
+    [B, S, H, W] at the same size -> (profiles [B, S, n, len(PROFILE_PLANES), PROFILE_SAMPLES],
+    valid [B, S, n])."""
+    with torch.no_grad():
+        weights = weights.float()
+        points, valid = pick_points(weights, names, n)
+        profiles = sample_profiles(x[:, list(PROFILE_PLANES)], points, point_normals(weights, points))
+    return profiles, valid
+
+
+def _point_encoder(planes: int, samples: int, hidden: int, channels: tuple[int, int]) -> nn.Sequential:
+    """One point's profile [planes, samples] -> [hidden]: two 1-D convolutions across the structure
+    (a dip's depth, width and offset are local shapes; a plain MLP on the flattened profile ranked
+    the guidewire 0.03 lower in the standalone probe), then a linear layer."""
+    a, b = channels
+    return nn.Sequential(nn.Conv1d(planes, a, 5, padding=2), nn.GELU(),
+                         nn.Conv1d(a, b, 5, padding=2, stride=2), nn.GELU(), nn.Flatten(),
+                         nn.Linear(b * ((samples + 1) // 2), hidden), nn.GELU(), nn.Linear(hidden, hidden))
+
+
+class ProfileEncoder(nn.Module):
+    """Profiles [B, S, N, C, L] of S structures -> [B, S, out]: per structure a small encoder of each
+    point's profile, made flip-invariant (the profile plus its mirror image, and their difference's
+    magnitude), pooled over the valid points (mean, max, min) and projected; zero where a
+    structure has no valid point."""
+
+    def __init__(self, structures: int, out: int, hidden: int = 64, planes: int = len(PROFILE_PLANES),
+                 samples: int = PROFILE_SAMPLES, channels: tuple[int, int] = (16, 32)):
+        super().__init__()
+        self.point = nn.ModuleList(_point_encoder(2 * planes, samples, hidden, channels) for _ in range(structures))
+        self.project = nn.ModuleList(nn.Linear(3 * hidden, out) for _ in range(structures))
+
+    def forward(self, profiles: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        mirror = profiles.flip(-1)
+        x = torch.cat([profiles + mirror, (profiles - mirror).abs()], dim=-2)             # [B, S, N, 2C, L]
+        b, _, n, c, length = x.shape
+        out = []
+        for j, (point, project) in enumerate(zip(self.point, self.project, strict=True)):
+            f = point(x[:, j].reshape(b * n, c, length).to(point[0].weight.dtype)).reshape(b, n, -1)  # [B, N, H]
+            m = valid[:, j, :, None]
+            count = m.sum(dim=1).clamp(min=1)
+            mean = (f * m).sum(dim=1) / count
+            big = torch.finfo(f.dtype).max
+            top = f.masked_fill(~m, -big).amax(dim=1)
+            low = f.masked_fill(~m, big).amin(dim=1)
+            any_ = m.any(dim=1)
+            pooled = torch.cat([mean, top, low], dim=-1) * any_
+            out.append(project(torch.nan_to_num(pooled)) * any_)
+        return torch.stack(out, dim=1)
+
+
+# the metrics scored from profiles (`ProfileScorer`, MustSettings.profile_scores) and the structure each reads
+PROFILE_STRUCTURE = {"guidewire_visibility": "live devices", "branch_discernibility": "true vessels"}
+SCORER_POINTS = 256         # points per structure and image the scorer reads (a random half of them per training batch)
+
+
+class ProfileScorer(nn.Module):
+    """Level logits of some metrics (PROFILE_STRUCTURE) from the profiles across their structures
+    alone: per metric a ProfileEncoder (wider than the summary's) and a small head. MUST averages
+    its level probabilities with the metric head's (`mix`) once it is trained (`trained`, kept with
+    the weights) and outside training: an untrained scorer never moves a score. Trained on its own
+    (finetune/profile_warmup.py), after stage 1, on profiles cached once.
+
+    Measured (benchmarks.bench_profiles, validation rows of the phantom): the guidewire's profiles
+    alone rank its MOS at 0.85, the stage-1 heads at 0.78."""
+
+    def __init__(self, metrics: tuple[str, ...], n_levels: int, hidden: int = 128, channels: tuple[int, int] = (32, 64)):
+        super().__init__()
+        self.metrics = metrics
+        self.scored = tuple(m for m in metrics if m in PROFILE_STRUCTURE)
+        if not self.scored:
+            raise ValueError(f"none of {list(metrics)} is scored from profiles ({list(PROFILE_STRUCTURE)})")
+        self.structures = tuple(PROFILE_STRUCTURE[m] for m in self.scored)
+        self.encoders = nn.ModuleList(ProfileEncoder(1, hidden, hidden=hidden, channels=channels) for _ in self.scored)
+        self.heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(),
+                                                 nn.Linear(hidden, n_levels)) for _ in self.scored)
+        self.register_buffer("trained", torch.zeros(()))
+
+    def profiles(self, x: torch.Tensor, n: int = SCORER_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel-path planes [B, C, H, W] (channels and top-hat planes) -> (profiles [B, S, n, C', L],
+        valid [B, S, n]) across each scored metric's structure."""
+        from casiqa.model.pixel import ALONG, structure_planes
+
+        w = structure_planes(x)[:, [ALONG.index(s) for s in self.structures]]
+        return structure_profiles(x, w, self.structures, n)
+
+    def forward(self, profiles: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Profiles [B, S, N, C, L], valid [B, S, N] -> level logits [B, S, L] (S: `scored`)."""
+        out = [head(enc(profiles[:, j:j + 1], valid[:, j:j + 1])[:, 0])
+               for j, (enc, head) in enumerate(zip(self.encoders, self.heads, strict=True))]
+        return torch.stack(out, dim=1)
+
+    def mix(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Heads' level logits [B, M, L] of the samples whose planes are x [B, C, H, W] -> the logits
+        of the heads' and the scorer's level probabilities averaged, for the scored metrics of the
+        samples that show their structure (the others, and everything before the scorer is trained
+        or while training, as the heads give them)."""
+        if not bool(self.trained) or self.training:
+            return logits
+        profiles, valid = self.profiles(x.float())
+        own = self(profiles, valid).float().log_softmax(-1)                              # [B, S, L]
+        out = logits.float().clone()
+        for j, m in enumerate(self.scored):
+            i = self.metrics.index(m)
+            both = torch.logsumexp(torch.stack([out[:, i].log_softmax(-1), own[:, j]]), dim=0) - math.log(2)
+            out[:, i] = torch.where(valid[:, j].any(dim=-1, keepdim=True), both, out[:, i])
+        return out.to(logits.dtype)

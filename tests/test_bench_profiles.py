@@ -1,0 +1,26 @@
+"""benchmarks.bench_profiles: stage 1p alone on the recipe's rows, and what it adds to a model's scores."""
+
+import json
+
+import pytest
+
+
+def test_bench_profiles_trains_the_scorer_and_compares_it(phantom, tmp_path):
+    from benchmarks.bench_profiles import main
+    from finetune.data import load_rows
+
+    out, against = tmp_path / "profiles.json", tmp_path / "results.jsonl"
+    val = load_rows(str(phantom), "validation")
+    # a stand-in evals.run results file of the validation split: a model that predicts the truth
+    against.write_text("\n".join(json.dumps({"pred": {m: s["mos"] for m, s in r["scores"].items()},
+                                             "truth": {m: s["mos"] for m, s in r["scores"].items()}}) for r in val))
+    base = ["--config", "finetune/recipes/tiny-cpu.yaml", "--data", str(phantom), "--image_size", "112",
+            "--profile_epochs", "2", "--cache", str(tmp_path / "pixels.pt")]
+    assert main(base + ["--against", str(against), "--json_out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["final"]) == {"guidewire_visibility", "branch_discernibility"}
+    assert len(result["history"]) == 2 and result["seconds"] > 0
+    for fit in result["against"].values():
+        assert fit["model_srcc"] == pytest.approx(1.0)       # the stand-in model is the truth
+    with pytest.raises(SystemExit, match="no profile scorer"):
+        main(base + ["--profile_scores", "false"])

@@ -1,0 +1,235 @@
+"""Profiles across the structures (casiqa/model/profiles.py, MustSettings.pixel_profiles): points on
+each structure, normals across it, the sampled dip, and the encoder's invariances."""
+
+import numpy as np
+import pytest
+import torch
+
+from casiqa.model.config import MustSettings
+from casiqa.model.pixel import ALONG, PixelPath, structure_planes
+from casiqa.model.profiles import (
+    PROFILE_PLANES,
+    PROFILE_POINTS,
+    PROFILE_SAMPLES,
+    ProfileEncoder,
+    pick_points,
+    point_normals,
+    sample_profiles,
+    structure_profiles,
+)
+from finetune.config import CasIqaArguments
+
+
+def _planes(target, live=None, reference=None):
+    path = PixelPath(dim=8, width=8, tophat=5)
+    aux = {r: torch.as_tensor(a) for r, a in (("live", live), ("reference", reference)) if a is not None}
+    x = path.channels(torch.as_tensor(target), aux)[None]
+    return torch.cat([x, path.derived_planes(x)], dim=1)
+
+
+def _scene(size=56, wire_row=None, fade=1.0):
+    """A flat background; a dark wire in column 20 (live frame; the target's at `fade` of its
+    contrast) and a dark vessel in columns 39-41 (reference and target). With `wire_row`, the
+    wire runs along that row instead (horizontal)."""
+    base = np.full((size, size), 0.6, np.float32)
+    live, reference = base.copy(), base.copy()
+    if wire_row is None:
+        live[:, 20] -= 0.3
+    else:
+        live[wire_row, :] -= 0.3
+    reference[:, 39:42] -= 0.3
+    target = reference.copy()
+    if wire_row is None:
+        target[:, 20] -= 0.3 * fade
+    else:
+        target[wire_row, :] -= 0.3 * fade
+    return target, live, reference
+
+
+def test_points_lie_on_each_structure_and_none_without_its_image():
+    target, live, reference = _scene()
+    w = structure_planes(_planes(target, live, reference))
+    points, valid = pick_points(w, ALONG, 16)
+    assert points.shape == (1, len(ALONG), 16, 2) and valid.all()
+    assert set(points[0, 0, :, 1].tolist()) == {20.0}                       # the live frame's wire
+    assert set(points[0, 1, :, 1].tolist()) == {20.0}                       # the target's own wire
+    assert points[0, 2, :, 1].min() >= 39 and points[0, 2, :, 1].max() <= 41  # the vessel
+    assert points[0, 0, :, 0].max() - points[0, 0, :, 0].min() > 30         # spread along the wire, not bunched
+    again, _ = pick_points(w, ALONG, 16)
+    assert torch.equal(points, again)                                       # deterministic
+    _, alone = pick_points(structure_planes(_planes(target)), ALONG, 16)    # no auxiliary image
+    assert not alone[0, 0].any() and not alone[0, 2].any()
+
+
+@pytest.mark.parametrize("wire_row", [None, 30])
+def test_normals_point_across_the_structure(wire_row):
+    target, live, reference = _scene(wire_row=wire_row)
+    w = structure_planes(_planes(target, live, reference))
+    points, _ = pick_points(w, ALONG, 8)
+    n = point_normals(w, points)[0, 0]                                      # across the live wire
+    inner = (points[0, 0, :, 0 if wire_row is None else 1] - 28).abs() < 20  # away from the frame's edge
+    across = n[inner, 1 if wire_row is None else 0].abs()
+    assert across.min() > 0.99
+
+
+def test_profiles_show_the_dip_and_its_fade():
+    target, live, reference = _scene()
+    faded, _, _ = _scene(fade=0.3)
+    prof = {}
+    for name, t in (("intact", target), ("faded", faded)):
+        x = _planes(t, live, reference)
+        p, valid = structure_profiles(x, structure_planes(x), ALONG, n=8)
+        assert p.shape == (1, len(ALONG), 8, len(PROFILE_PLANES), PROFILE_SAMPLES) and valid.all()
+        prof[name] = p[0, 0, :, 3]                                          # target - reference across the live wire
+    mid, edge = PROFILE_SAMPLES // 2, 0
+    intact_dip = (prof["intact"][:, edge] - prof["intact"][:, mid]).mean()
+    faded_dip = (prof["faded"][:, edge] - prof["faded"][:, mid]).mean()
+    assert intact_dip > 0.5 and faded_dip < 0.5 * intact_dip
+
+
+def test_sampling_is_bilinear_across_the_normal():
+    planes = torch.arange(10.0).repeat(10, 1)[None, None]                   # value = x
+    points = torch.tensor([[[[5.0, 4.0]]]])                                 # y 5, x 4
+    normal = torch.tensor([[[[0.0, 1.0]]]])                                 # along +x
+    out = sample_profiles(planes, points, normal, half_px=1.0, samples=5)
+    assert torch.allclose(out[0, 0, 0, 0], torch.tensor([3.0, 3.5, 4.0, 4.5, 5.0]))
+
+
+def test_encoder_is_flip_invariant_and_zero_without_points():
+    torch.manual_seed(0)
+    enc = ProfileEncoder(len(ALONG), 6)
+    prof = torch.randn(2, len(ALONG), 5, len(PROFILE_PLANES), PROFILE_SAMPLES)
+    valid = torch.ones(2, len(ALONG), 5, dtype=torch.bool)
+    valid[1, 2] = False
+    out = enc(prof, valid)
+    assert out.shape == (2, len(ALONG), 6)
+    assert torch.allclose(out, enc(prof.flip(-1), valid), atol=1e-5)       # the normal's sign does not matter
+    assert torch.allclose(out, enc(prof[:, :, torch.randperm(5)], valid), atol=1e-5)  # a set: order does not matter
+    assert torch.equal(out[1, 2], torch.zeros(6))
+    valid[0, 0, 3:] = False                                                 # invalid points are ignored
+    changed = prof.clone()
+    changed[0, 0, 3:] = 100.0
+    assert torch.allclose(enc(prof, valid)[0, 0], enc(changed, valid)[0, 0])
+
+
+def test_path_adds_the_profiles_to_the_summary_and_they_train():
+    torch.manual_seed(0)
+    plain = PixelPath(dim=16, width=8, tophat=5, dense=3, along=True, along_own=True)
+    path = PixelPath(dim=16, width=8, tophat=5, dense=3, along=True, along_own=True, profiles=4)
+    target, live, reference = _scene()
+    x = _planes(target, live, reference)
+    _, _, summary = path(x, dense=True, along=True)
+    assert path.along_dim == plain.along_dim + len(ALONG) * 4 and summary.shape == (1, path.along_dim)
+    summary.square().sum().backward()
+    assert path.profiles.point[0][0].weight.grad.abs().sum() > 0            # the live devices' encoder learns
+    assert PROFILE_POINTS > 0
+
+
+def test_profiles_need_the_summary_along_the_structures():
+    with pytest.raises(ValueError, match="pixel_profiles needs pixel_along"):
+        PixelPath(dim=16, width=8, tophat=5, profiles=4)
+    with pytest.raises(ValueError, match="pixel_profiles needs pixel_along"):
+        MustSettings(pixel_tophat=5, pixel_profiles=4)
+    with pytest.raises(ValueError, match="number of features"):
+        CasIqaArguments(pixel_tophat=5, pixel_along=True, pixel_profiles=-1)
+
+
+def _scored_must():
+    from casiqa.metrics import METRICS
+    from casiqa.model.levels import LEVELS
+    from casiqa.model.must import Must
+
+    torch.manual_seed(0)
+    return Must(MustSettings(pixel_tophat=5, profile_scores=True), dim=16, patch_dim=8, metrics=METRICS,
+                n_levels=len(LEVELS), n_paths=1).eval()
+
+
+def _wire_rows(n=24, size=56):
+    """PixelRows of a learnable toy: the target's wire faded by a random share, the guidewire MOS
+    falling with it (live and reference given, derived planes cached as stage 1 caches them)."""
+    from casiqa.model.levels import soft_levels
+    from finetune.warmup import PixelRows
+
+    rng = np.random.default_rng(0)
+    path = PixelPath(dim=8, width=8, tophat=5)
+    fade = rng.uniform(0, 1, n)
+    target, aux, planes = [], [], []
+    for f in fade:
+        t, live, reference = _scene(size, fade=1.0 - float(f))
+        t = t + rng.normal(0, 0.01, t.shape).astype(np.float32)
+        target.append(torch.as_tensor(t).half())
+        aux.append({"live": torch.as_tensor(live).half(), "reference": torch.as_tensor(reference).half()})
+        x = path.channels(torch.as_tensor(t), {"live": torch.as_tensor(live), "reference": torch.as_tensor(reference)})
+        planes.append(path.derived_planes(x[None])[0].half())
+    mos = np.stack([5.0 - 4.0 * fade, np.full(n, 4.0), np.full(n, 4.0)], 1).astype(np.float32)
+    levels = soft_levels(torch.tensor(mos), torch.full((n, 3), 0.3))
+    return PixelRows(target, aux, levels, mos, [None] * n, tophat=planes)
+
+
+def test_scorer_moves_no_score_until_trained_and_only_its_metrics_after():
+    from casiqa.metrics import METRICS
+
+    must = _scored_must()
+    scorer = must.profile_scorer
+    assert scorer.scored == ("guidewire_visibility", "branch_discernibility")
+    target, live, reference = _scene()
+    x = _planes(target, live, reference)
+    heads = must.score_pixels(x[:, :8])[0]
+    scorer.trained.fill_(1.0)
+    mixed = must.score_pixels(x[:, :8])[0]
+    art = METRICS.index("artifact_interference")
+    assert torch.equal(mixed[:, art], heads[:, art])
+    assert not torch.allclose(mixed[:, 0].softmax(-1), heads[:, 0].softmax(-1))
+    # the two level distributions averaged
+    own = scorer(*scorer.profiles(x)).softmax(-1)[:, 0]
+    p = mixed[:, 0].softmax(-1)
+    assert torch.allclose(p, 0.5 * heads[:, 0].softmax(-1) + 0.5 * own, atol=1e-5)
+    must.train()                                                     # training: the heads alone
+    with torch.no_grad():
+        trained = must.score_pixels(x[:, :8])[0]
+        scorer.trained.fill_(0.0)
+        assert torch.equal(must.score_pixels(x[:, :8])[0], trained)
+
+
+def test_scorer_without_its_structure_leaves_the_heads_scores():
+    must = _scored_must()
+    target, _, _ = _scene()
+    x = _planes(target)
+    before = must.score_pixels(x[:, :8])[0]
+    must.profile_scorer.trained.fill_(1.0)
+    assert torch.equal(must.score_pixels(x[:, :8])[0], before)
+
+
+def test_profile_stage_learns_the_fade_and_marks_the_scorer_trained():
+    from finetune.profile_warmup import ProfileWarmupConfig, profile_rows, profile_warm_up
+
+    must = _scored_must()
+    rows = _wire_rows()
+    profiles, valid = profile_rows(must, rows)
+    assert profiles.shape[:3] == (len(rows), 2, 256) and valid.all()
+    before = {k: v.clone() for k, v in must.profile_scorer.state_dict().items()}
+    log = profile_warm_up(must, rows, rows, ProfileWarmupConfig(epochs=10, batch_size=8, train_points=32))
+    assert len(log) == 10 and log[-1]["loss"] < log[0]["loss"]
+    assert log[-1]["val_guidewire_visibility_srcc"] > 0.8
+    after = must.profile_scorer.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k != "trained")
+    assert float(must.profile_scorer.trained) == 1.0
+
+
+def test_profile_scores_need_the_pixel_path_and_stage_one():
+    with pytest.raises(ValueError, match="profile_scores finds the structures"):
+        MustSettings(profile_scores=True)
+    with pytest.raises(ValueError, match="profile_scores needs"):
+        CasIqaArguments(pixel_tophat=5, profile_scores=True)
+
+
+def test_profile_stage_refuses_rows_without_the_structures():
+    from finetune.profile_warmup import ProfileWarmupConfig, profile_warm_up
+
+    rows = _wire_rows(n=4)
+    rows.aux = [{} for _ in rows.aux]
+    rows.tophat = None
+    with pytest.raises(ValueError, match="no training row shows the structure guidewire_visibility"):
+        profile_warm_up(_scored_must(), rows, None, ProfileWarmupConfig(epochs=1))
+    with pytest.raises(ValueError, match="use_aux false"):
+        CasIqaArguments(pixel_tophat=5, pixel_warmup_epochs=1, profile_scores=True, use_aux=False)
