@@ -95,7 +95,9 @@ def _stages(args, training_args) -> str:
     noise = getattr(args, "prompt_score_noise", 0.0)
     if heads or noise:
         lm += ("; the training prompts (1b, 2) show as the heads' result "
-               + ("the stage-1 heads' scores of each row (pixel-warmup/train-scores.json)" if heads else "the MOS")
+               + (("the stage-1 model's scores of each row (heads and profile scorer; pixel-warmup/train-scores.json)"
+                   if getattr(args, "profile_scores", False) else
+                   "the stage-1 heads' scores of each row (pixel-warmup/train-scores.json)") if heads else "the MOS")
                + (f" plus Gaussian noise of standard deviation {noise:g}" if noise else ""))
     answers = {"plain": "; the answers explain each recorded failure by its kind and severity alone (answer_facts: plain)",
                "recorded": "; the answers are the data's own facts (answer_facts: recorded)"}.get(
@@ -123,8 +125,10 @@ def _warmup_table(out: Path) -> str:
         entries = json.loads(profiles.read_text())
         scored = [e for e in entries if any(k.startswith("val_") for k in e)]
         mixed = next((e["mixed_val_srcc"] for e in entries if "mixed_val_srcc" in e), {})
-        lines = [f"| {e['profile_epoch']} | " + " | ".join(f"{e.get(f'val_{m}_srcc', float('nan')):.3f}" for m in METRICS)
-                 + " |" for e in scored]
+        def cell(e: dict, m: str) -> str:
+            return f"{e[f'val_{m}_srcc']:.3f}" if f"val_{m}_srcc" in e else "-"  # a metric it does not score
+
+        lines = [f"| {e['profile_epoch']} | " + " | ".join(cell(e, m) for m in METRICS) + " |" for e in scored]
         if mixed:
             lines.append("| heads and scorer averaged | " + " | ".join(f"{mixed.get(m, float('nan')):.3f}" for m in METRICS)
                          + " |")

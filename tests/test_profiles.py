@@ -233,3 +233,22 @@ def test_profile_stage_refuses_rows_without_the_structures():
         profile_warm_up(_scored_must(), rows, None, ProfileWarmupConfig(epochs=1))
     with pytest.raises(ValueError, match="use_aux false"):
         CasIqaArguments(pixel_tophat=5, pixel_warmup_epochs=1, profile_scores=True, use_aux=False)
+
+
+def test_scorer_over_the_eight_views_does_not_change_with_orientation():
+    from casiqa.model.pixel import dihedral
+
+    must = _scored_must()
+    scorer = must.profile_scorer
+    scorer.trained.fill_(1.0)
+    rng = np.random.default_rng(1)
+    target, live, reference = (a + rng.normal(0, 0.05, a.shape).astype(np.float32) for a in _scene())
+    target[10:14, 18:23] = 0.6                                             # a gap: an asymmetric wire
+    x = _planes(target, live, reference)
+    heads = torch.randn(1, 3, 5)
+    given = scorer.mix(heads, x, views=True)
+    turned = [dihedral(x, k, flip) for k, flip in ((1, False), (2, True), (3, False))]
+    for y in turned:
+        assert torch.allclose(scorer.mix(heads, y, views=True), given, atol=1e-4)
+    # one view alone is not invariant: its points, spread in raster order, move with the turn
+    assert any(not torch.allclose(scorer.mix(heads, y), scorer.mix(heads, x), atol=1e-4) for y in turned)

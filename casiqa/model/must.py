@@ -243,7 +243,8 @@ class Must(nn.Module):
                 found = None if found is None else found.mean(dim=0)
                 route, raw, deltas = route[0], raw[0], deltas[0]
             if self.profile_scorer is not None:
-                level_logits = self.profile_scorer.mix(level_logits[None], self._planes(pixels, roles, samples, b, t))[0]
+                level_logits = self.profile_scorer.mix(level_logits[None], self._planes(pixels, roles, samples, b, t),
+                                                       views=q.dim() == 3)[0]
             findings.append(found)
             tokens[t] = x + (route[:, :, None] * deltas).sum(dim=1)   # routed metric-aware tokens
             logits.append(level_logits)
