@@ -10,6 +10,7 @@ SMALL = ["--tiny_hidden", "64", "--tiny_layers", "1", "--tiny_vision_depth", "2"
          "--image_size", "112", "--per_device_train_batch_size", "4", "--per_device_eval_batch_size", "8",
          "--logging_steps", "1", "--eval_steps", "100", "--warmup_steps", "0", "--head_warmup_steps", "0",
          "--test_at_end", "false", "--pixel_warmup_epochs", "0", "--lm_warmup_steps", "0", "--prompt_scores", "mos",
+         "--profile_scores", "false",
          "--dataloader_num_workers", "0"]
 
 
