@@ -227,8 +227,8 @@ class Must(nn.Module):
             logits = torch.stack([torch.stack([h(final[t].mean(dim=0)) for h in self.pooled_heads]) for t in targets])
             return MustResult(list(final), logits, [None] * batch_size, [None] * batch_size)
         fused = [self.depth(f, p) for f, p in zip(final, paths, strict=True)]
-        pixel_tokens, extra = (self._pixel_tokens(pixels, roles, samples, targets) if self.pixels is not None
-                                else (None, None))
+        pixel_tokens, extra, planes = (self._pixel_tokens(pixels, roles, samples, targets) if self.pixels is not None
+                                       else (None, None, None))
         tokens = list(fused)
         logits, routing, raw_logits, findings = [], [], [], []
         for b, t in enumerate(targets):
@@ -243,7 +243,7 @@ class Must(nn.Module):
                 found = None if found is None else found.mean(dim=0)
                 route, raw, deltas = route[0], raw[0], deltas[0]
             if self.profile_scorer is not None:
-                level_logits = self.profile_scorer.mix(level_logits[None], self._planes(pixels, roles, samples, b, t),
+                level_logits = self.profile_scorer.mix(level_logits[None], self._derived(planes[b][None]),
                                                        views=q.dim() == 3)[0]
             findings.append(found)
             tokens[t] = x + (route[:, :, None] * deltas).sum(dim=1)   # routed metric-aware tokens
@@ -317,9 +317,10 @@ class Must(nn.Module):
         return (*out, found) if findings else out
 
     def _pixel_tokens(self, pixels: list[torch.Tensor] | None, roles: list[str], samples: list[int],
-                      targets: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
-        """Per sample [N, D] pixel-path features of its target grid, and what they add to the heads
-        [M, E] (`_head_extra`; None when nothing does); targets of one size share a batch. With
+                      targets: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, list[torch.Tensor]]:
+        """Per sample [N, D] pixel-path features of its target grid, what they add to the heads
+        [M, E] (`_head_extra`; None when nothing does) and its planes [C, H, W] (PixelPath.channels,
+        which the profile scorer reads too); targets of one size share a batch. With
         `dihedral_scores` at inference, per sample [V, N, D] and [V, M, E]: one per view (DIHEDRAL),
         the tokens in the given image's order."""
         if pixels is None:
@@ -340,17 +341,11 @@ class Must(nn.Module):
                 out[b] = feats[j]
                 if extra is not None:
                     extra[b] = summary[j]
-        return out, extra
+        return out, extra, stacks
 
     def _derived(self, x: torch.Tensor) -> torch.Tensor:
         """Planes [B, C, H, W] of PixelPath.channels, with its derived planes added if not given."""
         return x if x.shape[1] != IN_CHANNELS else torch.cat([x, self.pixels.derived_planes(x)], dim=1)
-
-    def _planes(self, pixels: list[torch.Tensor], roles: list[str], samples: list[int], b: int, t: int) -> torch.Tensor:
-        """Sample b's planes [1, C, H, W] (its target t and its auxiliary images), derived planes included."""
-        size = tuple(pixels[t].shape)
-        aux = {roles[i]: align(pixels[i], size) for i in range(len(roles)) if samples[i] == b and i != t}
-        return self._derived(self.pixels.channels(pixels[t], aux)[None])
 
     def _pixel_run(self, channels: torch.Tensor, dense: bool = False):
         """The pixel path on planes [B, C, H, W] -> (tokens, damage logits or None, summary along the
