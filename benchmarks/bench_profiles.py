@@ -2,6 +2,8 @@
 
     python -m benchmarks.bench_profiles --config finetune/recipes/tiny-cpu.yaml --cache /tmp/pixels-224.pt
     python -m benchmarks.bench_profiles --config finetune/recipes/tiny-cpu.yaml --cache /tmp/pixels-224.pt \\
+        --profile_loss mos --profile_half_px 12 --profile_samples 49
+    python -m benchmarks.bench_profiles --config finetune/recipes/tiny-cpu.yaml --cache /tmp/pixels-224.pt \\
         --against results/eval-validation/results.jsonl --json_out profiles.json
 
 The profile scorer of casiqa/model/profiles.py (`ProfileScorer`) trained by stage 1p
@@ -9,9 +11,13 @@ The profile scorer of casiqa/model/profiles.py (`ProfileScorer`) trained by stag
 recipe sees them (the same pixel cache as `benchmarks.bench_warmup`), but on a fresh model with
 no stage 1: for trying a change to the profiles or the scorer in ~3 minutes instead of a full
 training. Prints the scorer's validation SRCC per scored metric every 5 epochs (the recipe's
-`profile_epochs`, or --profile_epochs) and the seconds the stage took; with `--against FILE` (an
-`evals.run` results.jsonl of the validation split, in its order), also that model's SRCC and
-the SRCC of the two rank-averaged: what the profiles add to a model. --json_out writes them.
+`profile_epochs`, or --profile_epochs), the seconds the stage took, and per failure kind how well
+the scorer's score follows the failure's severity (a cache that kept the rows' failure records).
+The scorer and stage 1p are the recipe's (`--profile_loss mos`, `--profile_half_px 12`, ...);
+--train_points tries another number of points per image in a training batch. With
+`--against FILE` (an `evals.run` results.jsonl of the validation split, in its order), also that
+model's SRCC and the SRCC of the two rank-averaged: what the profiles add to a model. --json_out
+writes them.
 """
 
 from __future__ import annotations
@@ -33,12 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help="pixel cache file (benchmarks.bench_warmup's), made if absent")
     parser.add_argument("--against", type=Path, help="an evals.run results.jsonl of the validation split")
     parser.add_argument("--json_out", type=Path)
+    parser.add_argument("--train_points", type=int, default=128, help="points per image in a training batch")
     ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
 
     import torch
 
     from benchmarks.bench_warmup import cached_rows
     from casiqa.model.levels import expected_score
+    from evals.scoring import by_failure_kind
     from finetune.profile_warmup import ProfileWarmupConfig, profile_rows, profile_warm_up
     from finetune.sft import build_model, parse
 
@@ -50,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
         must = model.model.must
         train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, must.pixels, ours.cache)
     start = time.perf_counter()
-    history = profile_warm_up(must, train, val, ProfileWarmupConfig(epochs=args.profile_epochs, seed=training_args.seed),
+    history = profile_warm_up(must, train, val, ProfileWarmupConfig(
+        epochs=args.profile_epochs, seed=training_args.seed, loss=args.profile_loss, train_points=ours.train_points),
                               log=lambda e: print(json.dumps(e), flush=True) if len(e) > 2 else None)
     seconds = time.perf_counter() - start
     scorer = must.profile_scorer
@@ -59,13 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{device}: stage 1p in {seconds:.0f} s ({args.profile_epochs} epochs, profiles sampled included); "
           "validation SRCC from the profiles alone: " + ", ".join(f"{m} {v:.3f}" for m, v in final.items()))
     out = {"device": device, "seconds": round(seconds, 1), "history": history, "final": final,
-           "settings": {"rest": rest}}
+           "settings": {"rest": rest, **{k: v for k, v in vars(ours).items() if k not in ("cache", "against", "json_out")}}}
+    profiles, valid = profile_rows(must, val)
+    with torch.no_grad():
+        own = expected_score(scorer(profiles.float(), valid)).numpy()                  # [N, scored]
+    if val.failures is not None:  # which failure kinds the profiles read, and which they miss
+        pred = val.mos.copy()
+        cols = [scorer.metrics.index(m) for m in scorer.scored]
+        pred[:, cols] = own
+        kinds = by_failure_kind(val.failures, pred, val.mos)
+        out["by_kind"] = {m: kinds[m] for m in scorer.scored}
+        for m in scorer.scored:
+            print(f"{m}, severity SRCC by failure kind: " + ", ".join(
+                f"{k} {v['srcc_severity']:+.2f}" for k, v in kinds[m].items() if "srcc_severity" in v))
     if ours.against:
         res = [json.loads(line) for line in ours.against.read_text().splitlines() if line.strip()]
         res = res[:len(val)]  # the recipe's eval_max_samples keeps the split's first rows
-        profiles, valid = profile_rows(must, val)
-        with torch.no_grad():
-            own = expected_score(scorer(profiles.float(), valid)).numpy()
         out["against"] = {}
         for j, m in enumerate(scorer.scored):
             pred = np.array([r["pred"][m] for r in res])

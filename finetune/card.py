@@ -86,7 +86,7 @@ def _stages(args, training_args) -> str:
     pool += ", findings heads" if getattr(args, "findings", False) else ""
     lm = getattr(args, "lm_warmup_steps", 0)
     scorer = (f"; (1p) the profile scorer (guidewire and branches from profiles across the live frame's devices and the "
-              f"true vessels, averaged with their heads), {args.profile_epochs} epochs on stage 1's pixel cache "
+              f"true vessels, mixed with their heads), {args.profile_epochs} epochs on stage 1's pixel cache "
               f"(pixel-warmup/profile-history.json)") if getattr(args, "profile_scores", False) else ""
     lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "
           f"{args.lm_warmup_batch_size}, learning rate {args.lm_warmup_lr}"
@@ -121,17 +121,21 @@ def _warmup_table(out: Path) -> str:
              for e in history if "epoch" in e]
     text = "\n## Validation SRCC per warm-up epoch\n\n" + "\n".join([head, *lines]) + "\n"
     profiles = path.parent / "profile-history.json"
-    if profiles.is_file():  # stage 1p: the profile scorer alone, then averaged with the heads
+    if profiles.is_file():  # stage 1p: the profile scorer alone, then mixed with the heads
         entries = json.loads(profiles.read_text())
         scored = [e for e in entries if any(k.startswith("val_") for k in e)]
         mixed = next((e["mixed_val_srcc"] for e in entries if "mixed_val_srcc" in e), {})
+        shares = next((e["shares"] for e in entries if "shares" in e), {})
         def cell(e: dict, m: str) -> str:
             return f"{e[f'val_{m}_srcc']:.3f}" if f"val_{m}_srcc" in e else "-"  # a metric it does not score
 
         lines = [f"| {e['profile_epoch']} | " + " | ".join(cell(e, m) for m in METRICS) + " |" for e in scored]
+        if shares:  # fitted on the validation rows (finetune.profile_warmup.fit_shares)
+            lines.append("| the scorer's share of the mixture | " + " | ".join(
+                f"{shares[m]['share']:.2f}" if m in shares else "-" for m in METRICS) + " |")
         if mixed:
-            lines.append("| heads and scorer averaged | " + " | ".join(f"{mixed.get(m, float('nan')):.3f}" for m in METRICS)
-                         + " |")
+            lines.append(f"| heads and scorer {'mixed' if shares else 'averaged'} | "
+                         + " | ".join(f"{mixed.get(m, float('nan')):.3f}" for m in METRICS) + " |")
         text += ("\n## Validation SRCC of the profile scorer (stage 1p), one view\n\n| epoch | " + " | ".join(METRICS)
                  + " |\n|---|" + "---|" * len(METRICS) + "\n" + "\n".join(lines) + "\n")
     return text
@@ -162,8 +166,9 @@ def write_card(out: Path, args, training_args, model_args, results: dict, comman
              "path's input (`dihedral_scores`): a score does not change with the image's orientation."
              if getattr(args, "dihedral_scores", False) else "")
     scorer = getattr(args, "profile_scores", False)
-    views += ("\n- Guidewire visibility and branch discernibility: those level probabilities averaged with the "
-              "profile scorer's (stage 1p) wherever the image comes with the auxiliary images it reads its "
+    views += ("\n- Guidewire visibility and branch discernibility: those level probabilities mixed with the "
+              "profile scorer's (stage 1p; its share fitted on the validation rows) wherever the image comes with the "
+              "auxiliary images it reads its "
               "structures from." if scorer else "")
     scored = "the model's expected scores (heads and profile scorer)" if scorer else "heads' expected scores"
     text = f"""---

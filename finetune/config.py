@@ -37,8 +37,16 @@ class CasIqaArguments:
     profile_scores: bool = field(default=False, metadata={
         "help": "guidewire visibility and branch discernibility also scored from intensity profiles across their "
                 "structures (the live frame's devices, the true vessels) by a small set encoder trained after stage 1 "
-                "(stage 1p, finetune/profile_warmup.py); its level probabilities are averaged with the heads'"})
+                "(stage 1p, finetune/profile_warmup.py); its level probabilities are mixed with the heads' (its share fitted "
+                "on the validation rows)"})
     profile_epochs: int = field(default=25, metadata={"help": "stage 1p: epochs of the profile scorer"})
+    profile_half_px: float = field(default=7.0, metadata={
+        "help": "the profile scorer's profiles reach this far either side of the structure (px at image_size); a "
+                "displaced wire lies up to ~12 px off its line at 224 px"})
+    profile_samples: int = field(default=33, metadata={"help": "samples across each of those profiles"})
+    profile_loss: str = field(default="levels", metadata={
+        "help": "stage 1p's loss: levels (soft labels from the MOS and its std), mos (smooth L1 of the expected "
+                "score against the MOS) or both (finetune/profile_warmup.py)"})
     pixel_profiles: int = field(default=0, metadata={
         "help": "with pixel_along: intensity profiles across each structure (the live frame's devices, the target's "
                 "devices, the true vessels), sampled sub-pixel at points along it and read by a small set encoder, "
@@ -167,6 +175,10 @@ class CasIqaArguments:
         if self.profile_scores and not (self.must and self.pixel_path and self.pixel_tophat and self.pixel_warmup_epochs):
             raise ValueError("profile_scores needs MUST's pixel path with its top-hat planes (must, pixel_path, "
                              "pixel_tophat) and stage 1 (pixel_warmup_epochs > 0), whose pixel cache it is trained on")
+        from finetune.profile_warmup import PROFILE_LOSSES
+
+        if self.profile_loss not in PROFILE_LOSSES:
+            raise ValueError(f"profile_loss {self.profile_loss!r} is not one of {list(PROFILE_LOSSES)}")
         if self.profile_scores and not self.use_aux:
             raise ValueError("profile_scores reads the structures off the live frame and the reference: with use_aux "
                              "false it has nothing to learn from; set profile_scores false too")

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from scipy.stats import spearmanr
 
 from casiqa.model.levels import expected_score, soft_label_loss
 from casiqa.model.profiles import PROFILE_STRUCTURE, ProfileScorer
@@ -28,7 +30,28 @@ class ProfileWarmupConfig:
     learning_rate: float = 2.0e-3
     weight_decay: float = 0.01
     train_points: int = 128          # random points of each image's SCORER_POINTS per training batch
+    loss: str = "levels"             # levels: soft labels (MOS, std); mos: smooth L1 of the expected score;
+                                     # both: their sum (PROFILE_LOSSES)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.loss not in PROFILE_LOSSES:
+            raise ValueError(f"profile loss {self.loss!r} is not one of {list(PROFILE_LOSSES)}")
+
+
+PROFILE_LOSSES = ("levels", "mos", "both")
+
+
+def scorer_loss(logits: torch.Tensor, levels: torch.Tensor, mos: torch.Tensor, loss: str) -> torch.Tensor:
+    """Stage 1p's loss of level logits [B, S, L] against soft level targets [B, S, L] and MOS [B, S]:
+    the soft-label loss, the smooth L1 of the expected score against the MOS (a rank-shaped target:
+    the levels' boundaries do not cut it into five), or both."""
+    out = logits.new_zeros(())
+    if loss in ("levels", "both"):
+        out = out + soft_label_loss(logits, levels)
+    if loss in ("mos", "both"):
+        out = out + F.smooth_l1_loss(expected_score(logits), mos)
+    return out
 
 
 def profile_rows(must, rows: PixelRows, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,8 +72,6 @@ def profile_rows(must, rows: PixelRows, batch_size: int = 64) -> tuple[torch.Ten
 def scorer_srcc(scorer: ProfileScorer, profiles: torch.Tensor, valid: torch.Tensor, mos: np.ndarray,
                 batch_size: int = 64) -> dict[str, float]:
     """The scorer's validation SRCC per scored metric (its expected score against the MOS)."""
-    from scipy.stats import spearmanr
-
     device = next(scorer.parameters()).device
     was = scorer.training
     scorer.eval()
@@ -81,6 +102,7 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
     checks = profile_rows(must, val) if val is not None else None
     cols = [scorer.metrics.index(m) for m in scorer.scored]
     levels = train.levels[:, cols].float()
+    mos = torch.as_tensor(train.mos[:, cols]).float()
     opt = torch.optim.AdamW(scorer.parameters(), cfg.learning_rate / 2, weight_decay=cfg.weight_decay)
     per_epoch = (len(profiles) + cfg.batch_size - 1) // cfg.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=max(1, cfg.epochs * per_epoch))
@@ -95,7 +117,7 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
             b = order[i:i + cfg.batch_size]
             k = torch.randperm(n)[:cfg.train_points]
             logits = scorer(profiles[b][:, :, k].to(device).float(), valid[b][:, :, k].to(device))
-            loss = soft_label_loss(logits, levels[b].to(device))
+            loss = scorer_loss(logits, levels[b].to(device), mos[b].to(device), cfg.loss)
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)
@@ -114,3 +136,46 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
     scorer.trained.fill_(1.0)
     scorer.eval()
     return history
+
+
+SHARE_GRID = tuple(round(0.05 * i, 2) for i in range(21))
+
+
+def fit_shares(must, val: PixelRows) -> dict[str, dict[str, float]]:
+    """Set the trained scorer's share of each scored metric's mixture with its head (ProfileScorer.
+    share) to the one of SHARE_GRID whose mixed expected score ranks the validation rows' MOS best
+    (the nearest to an even mixture among equals). The mixture's expected score is the shares'
+    mixture of the two expected scores, so one pass of each suffices. Returns per metric the share
+    and the validation SRCC of the head alone, the scorer alone and the mixture."""
+    from casiqa.metrics import METRICS
+    from finetune.warmup import predict
+
+    scorer: ProfileScorer = must.profile_scorer
+    trained = scorer.trained.clone()
+    scorer.trained.zero_()                                                         # the heads alone
+    heads = predict(must, val)
+    scorer.trained.copy_(trained)
+    profiles, valid = profile_rows(must, val)
+    was = scorer.training
+    scorer.eval()
+    device = next(scorer.parameters()).device
+    with torch.no_grad():
+        own = torch.cat([expected_score(scorer(profiles[i:i + 64].to(device).float(), valid[i:i + 64].to(device))).cpu()
+                         for i in range(0, len(profiles), 64)]).numpy()
+    scorer.train(was)
+    shown = valid.any(dim=-1).numpy()
+    out = {}
+    for j, m in enumerate(scorer.scored):
+        col = METRICS.index(m)
+        h, p, t = heads[:, col], own[:, j], val.mos[:, col]
+
+        def rho(w: float, h=h, p=p, t=t, j=j) -> float:
+            mixed = np.where(shown[:, j], w * p + (1 - w) * h, h)
+            return float(spearmanr(mixed, t)[0]) if np.ptp(mixed) > 0 and np.ptp(t) > 0 else float("nan")
+
+        # a constant MOS or score ranks nothing: every share ties, and the even mixture stays
+        best = max(SHARE_GRID, key=lambda w: (round(np.nan_to_num(rho(w), nan=-2.0), 4), -abs(w - 0.5)))
+        scorer.share[j] = best
+        out[m] = {"share": best, "heads_srcc": round(rho(0.0), 4), "scorer_srcc": round(rho(1.0), 4),
+                  "mixed_srcc": round(rho(best), 4)}
+    return out

@@ -35,6 +35,7 @@ def build_model(args, model_args, training_args):
                         pixel_compare=list(args.pixel_compare), pixel_width=args.pixel_width,
                         pixel_pool=args.pixel_pool, pixel_along=args.pixel_along, pixel_along_own=args.pixel_along_own,
                         pixel_profiles=args.pixel_profiles, profile_scores=args.profile_scores,
+                        profile_half_px=args.profile_half_px, profile_samples=args.profile_samples,
                         dihedral_scores=args.dihedral_scores, pool=args.pool,
                         findings=phantom_vocabulary(METRICS) if args.findings else {})
     name = model_args.model_name_or_path or "tiny"
@@ -83,7 +84,8 @@ def lora_config(args, model_args):
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
                  "pixel_tophat_margin",
                  "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_profiles", "profile_scores",
-                 "profile_epochs", "pixel_dense", "pool", "findings", "use_aux",
+                 "profile_epochs", "profile_loss", "profile_half_px", "profile_samples", "pixel_dense", "pool",
+                 "findings", "use_aux",
                  "aux_drop", "pixel_warmup_findings_weight",
                  "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",
                  "pixel_warmup_dense_weight", "pixel_warmup_dense_damaged_weight", "pixel_warmup_score_weight",
@@ -150,17 +152,20 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
     history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),
                       progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
     if getattr(must, "profile_scorer", None) is not None:  # stage 1p, on the same pixel cache
-        from finetune.profile_warmup import ProfileWarmupConfig, profile_warm_up
+        from finetune.profile_warmup import ProfileWarmupConfig, fit_shares, profile_warm_up
         from finetune.warmup import predict, srcc_of
 
-        profiles = profile_warm_up(must, data, check, ProfileWarmupConfig(epochs=args.profile_epochs,
-                                                                          seed=training_args.seed),
+        profiles = profile_warm_up(must, data, check, ProfileWarmupConfig(
+            epochs=args.profile_epochs, loss=args.profile_loss, seed=training_args.seed),
                                    log=lambda e: print(json.dumps(e)),
                                    progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
+        shares = fit_shares(must, check)                                           # the scorer's weight per metric
+        print(json.dumps({"profile scorer shares (validation)": shares}))
         mixed = srcc_of(predict(must, check), check.mos)
-        print(json.dumps({"validation SRCC, heads and profiles averaged": mixed}))
+        print(json.dumps({"validation SRCC, heads and profiles mixed": mixed}))
         saved.parent.mkdir(parents=True, exist_ok=True)
-        (saved.parent / "profile-history.json").write_text(json.dumps(profiles + [{"mixed_val_srcc": mixed}], indent=2))
+        (saved.parent / "profile-history.json").write_text(
+            json.dumps(profiles + [{"shares": shares, "mixed_val_srcc": mixed}], indent=2))
     saved.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in must.state_dict().items()}, str(saved))
     (saved.parent / "history.json").write_text(json.dumps(history, indent=2))

@@ -184,6 +184,11 @@ def test_scorer_moves_no_score_until_trained_and_only_its_metrics_after():
     own = scorer(*scorer.profiles(x)).softmax(-1)[:, 0]
     p = mixed[:, 0].softmax(-1)
     assert torch.allclose(p, 0.5 * heads[:, 0].softmax(-1) + 0.5 * own, atol=1e-5)
+    for share in (0.0, 0.8, 1.0):                                     # the scorer's share of the mixture
+        scorer.share[0] = share
+        p = must.score_pixels(x[:, :8])[0][:, 0].softmax(-1)
+        assert torch.allclose(p, (1 - share) * heads[:, 0].softmax(-1) + share * own, atol=1e-5)
+    scorer.share.fill_(0.5)
     must.train()                                                     # training: the heads alone
     with torch.no_grad():
         trained = must.score_pixels(x[:, :8])[0]
@@ -200,8 +205,8 @@ def test_scorer_without_its_structure_leaves_the_heads_scores():
     assert torch.equal(must.score_pixels(x[:, :8])[0], before)
 
 
-def test_profile_stage_learns_the_fade_and_marks_the_scorer_trained():
-    from finetune.profile_warmup import ProfileWarmupConfig, profile_rows, profile_warm_up
+def test_profile_stage_learns_the_fade_and_marks_the_scorer_trained(monkeypatch):
+    from finetune.profile_warmup import ProfileWarmupConfig, fit_shares, profile_rows, profile_warm_up
 
     must = _scored_must()
     rows = _wire_rows()
@@ -214,6 +219,22 @@ def test_profile_stage_learns_the_fade_and_marks_the_scorer_trained():
     after = must.profile_scorer.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if k != "trained")
     assert float(must.profile_scorer.trained) == 1.0
+    # the untrained heads know nothing of the fade (they rank it backwards): the mixture ranks as the
+    # scorer alone does, and of equal shares the even one is kept; the constant branch MOS ranks nothing
+    shares = fit_shares(must, rows)
+    wire = shares["guidewire_visibility"]
+    assert wire["heads_srcc"] < 0.5 < wire["scorer_srcc"] and wire["mixed_srcc"] == wire["scorer_srcc"]
+    assert wire["share"] == 0.5 and float(must.profile_scorer.share[0]) == 0.5
+    assert shares["branch_discernibility"]["share"] == 0.5
+    assert float(must.profile_scorer.trained) == 1.0
+    # heads that rank the MOS exactly and a scorer that ranks it backwards: the heads keep the mixture
+    monkeypatch.setattr("finetune.warmup.predict", lambda must, val: val.mos.copy())
+    last = must.profile_scorer.heads[0][-1]
+    last.weight.data.copy_(last.weight.data.flip(0))                  # level 1 <-> 5, 2 <-> 4
+    last.bias.data.copy_(last.bias.data.flip(0))
+    wire = fit_shares(must, rows)["guidewire_visibility"]
+    assert wire["scorer_srcc"] < -0.5 and wire["heads_srcc"] == 1.0 == wire["mixed_srcc"]
+    assert wire["share"] < 0.5 and float(must.profile_scorer.share[0]) == pytest.approx(wire["share"])
 
 
 def test_profile_scores_need_the_pixel_path_and_stage_one():
@@ -252,3 +273,68 @@ def test_scorer_over_the_eight_views_does_not_change_with_orientation():
         assert torch.allclose(scorer.mix(heads, y, views=True), given, atol=1e-4)
     # one view alone is not invariant: its points, spread in raster order, move with the turn
     assert any(not torch.allclose(scorer.mix(heads, y), scorer.mix(heads, x), atol=1e-4) for y in turned)
+
+
+def test_scorer_losses_pull_the_expected_score_to_the_mos():
+    from casiqa.model.levels import expected_score
+    from finetune.profile_warmup import ProfileWarmupConfig, scorer_loss
+
+    with pytest.raises(ValueError, match="profile loss 'rank'"):
+        ProfileWarmupConfig(loss="rank")
+    mos = torch.tensor([[1.5, 4.5]])
+    soft = torch.tensor([[[0.5, 0.5, 0, 0, 0], [0, 0, 0, 0.5, 0.5]]])
+    for loss in ("levels", "mos", "both"):
+        logits = torch.zeros(1, 2, 5, requires_grad=True)
+        opt = torch.optim.SGD([logits], lr=1.0)
+        for _ in range(200):
+            opt.zero_grad()
+            scorer_loss(logits, soft, mos, loss).backward()
+            opt.step()
+        assert torch.allclose(expected_score(logits.detach()), mos, atol=0.1), loss
+    # the MOS loss is zero where the expected score meets the MOS, whatever the spread of the levels
+    flat = torch.zeros(1, 1, 5)
+    assert scorer_loss(flat, soft[:, :1], torch.tensor([[3.0]]), "mos").item() == 0.0
+    assert scorer_loss(flat, soft[:, :1], torch.tensor([[3.0]]), "levels").item() > 0.0
+
+
+def test_scorer_window_sets_the_profiles_it_reads():
+    from casiqa.metrics import METRICS
+    from casiqa.model.profiles import ProfileScorer
+
+    scorer = ProfileScorer(METRICS, 5, half_px=12.0, samples=41)
+    x = _planes(*_scene())
+    profiles, valid = scorer.profiles(x)
+    assert profiles.shape[-1] == 41 and valid.any()
+    assert scorer(profiles, valid).shape == (1, 2, 5)
+    # the model's settings carry the window to MUST's scorer (and so into a saved config)
+    from casiqa.model.levels import LEVELS
+    from casiqa.model.must import Must
+
+    must = Must(MustSettings(pixel_tophat=5, profile_scores=True, profile_half_px=12.0, profile_samples=41), dim=16,
+                patch_dim=8, metrics=METRICS, n_levels=len(LEVELS), n_paths=1)
+    assert (must.profile_scorer.half_px, must.profile_scorer.samples) == (12.0, 41)
+    with pytest.raises(ValueError, match="profile_samples >= 5"):
+        MustSettings(pixel_tophat=5, profile_scores=True, profile_samples=3)
+
+
+def test_the_scorer_share_is_saved_and_older_checkpoints_mix_evenly(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from casiqa.model.loading import CheckpointError, TinySpec, build_tiny, load, save
+
+    model, processor = build_tiny(TinySpec(must=MustSettings(pixel_tophat=5, profile_scores=True)))
+    scorer = model.model.must.profile_scorer
+    assert scorer.share.tolist() == [0.5, 0.5]
+    scorer.share.copy_(torch.tensor([0.8, 0.3]))
+    save(model, processor, tmp_path / "m")
+    assert load(tmp_path / "m")[0].model.must.profile_scorer.share.tolist() == pytest.approx([0.8, 0.3])
+    weights = load_file(tmp_path / "m" / "model.safetensors")
+    del weights["model.must.profile_scorer.share"]                   # saved before the share existed
+    save_file(weights, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    older = load(tmp_path / "m")[0].model.must.profile_scorer
+    assert older.share.tolist() == [0.5, 0.5]
+    assert torch.equal(older.heads[0][-1].weight, scorer.heads[0][-1].weight)
+    del weights["model.must.profile_scorer.trained"]                 # any other missing weight is refused
+    save_file(weights, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="profile_scorer.trained"):
+        load(tmp_path / "m")

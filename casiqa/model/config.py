@@ -28,7 +28,9 @@ class MustSettings:
                                              # and vessels (pixel.ALONG; needs pixel_tophat)
     pixel_along_own: bool = False            # with pixel_along: each head reads only its metric's structures (ALONG_OF)
     profile_scores: bool = False             # guidewire and branches also scored from profiles across their structures
-                                             # (ProfileScorer), averaged with their heads once it is trained
+                                             # (ProfileScorer), mixed with their heads once it is trained
+    profile_half_px: float = 7.0             # its profiles reach this far either side of the structure (px, pixel path's size)
+    profile_samples: int = 33                # ...in this many samples
     pixel_profiles: int = 0                  # with pixel_along: profiles across each structure, sampled sub-pixel,
                                              # join its summary as this many features (0: off; profiles.py)
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)
@@ -60,6 +62,9 @@ class MustSettings:
         if self.profile_scores and not (self.enabled and self.pixel_path and self.pixel_tophat):
             raise ValueError("profile_scores finds the structures with the pixel path's top-hat planes: it needs must, "
                              "pixel_path and pixel_tophat")
+        if self.profile_half_px <= 0 or self.profile_samples < 5:
+            raise ValueError(f"profile_half_px must be > 0 and profile_samples >= 5, got {self.profile_half_px} and "
+                             f"{self.profile_samples}")
         if self.pixel_width < 8 or self.pixel_width % 8:
             raise ValueError(f"pixel_width must be a positive multiple of 8, got {self.pixel_width}")
 

@@ -158,13 +158,19 @@ def from_architecture(name: str, must: MustSettings | None = None, image_size: i
     return model, make_processor(tokenizer, image_size)
 
 
+# weights a checkpoint may lack because it was saved before they existed; _init_weights gives them the
+# value those checkpoints were trained with (the profile scorer's share: an even mixture)
+INITIALISED_IF_MISSING = ("model.must.profile_scorer.share",)
+
+
 def load(path: str | Path, dtype=None, device: str | None = None) -> tuple[CasIqaForConditionalGeneration, CasIqaProcessor]:
-    """A CAS-IQA checkpoint saved by `save`: every weight must be there, nothing extra."""
+    """A CAS-IQA checkpoint saved by `save`: every weight must be there (but INITIALISED_IF_MISSING),
+    nothing extra."""
     path = Path(path)
     if not (path / "config.json").is_file():
         raise CheckpointError(f"{path}: no config.json; not a CAS-IQA model directory")
     model, info = CasIqaForConditionalGeneration.from_pretrained(path, dtype=dtype, output_loading_info=True)
-    _check(info, str(path))
+    _check(info, str(path), allowed_missing=INITIALISED_IF_MISSING)
     processor = CasIqaProcessor.from_pretrained(path)
     if device:
         model = model.to(device)

@@ -25,6 +25,7 @@ from casiqa.model.findings import findings_loss
 from casiqa.model.levels import evidence_loss, soft_label_loss
 from casiqa.model.must import Must
 from casiqa.model.pixel import images_from_patches
+from casiqa.model.profiles import ProfileScorer
 
 
 @dataclass
@@ -46,7 +47,8 @@ class CasIqaOutput(MultimodalCausalLMOutputWithPast):
 
 
 def _init_must(module: torch.nn.Module) -> None:
-    """Zero the residual outputs and gates that must start closed; the rest is standard init."""
+    """Zero the residual outputs and gates that must start closed, the profile scorer's share at an even
+    mixture; the rest is standard init."""
     if getattr(module, "_zero_init", False):
         init.zeros_(module.weight)
         init.zeros_(module.bias)
@@ -56,6 +58,8 @@ def _init_must(module: torch.nn.Module) -> None:
     if hasattr(module, "role_embed"):
         for p in module.role_embed.values():
             init.zeros_(p)
+    if isinstance(module, ProfileScorer):  # an even mixture: what checkpoints saved before `share` existed used
+        init.constant_(module.share, 0.5)
 
 
 def image_roles(input_ids: torch.Tensor, config: CasIqaConfig) -> tuple[list[str], list[int]]:

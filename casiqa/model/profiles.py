@@ -12,9 +12,10 @@ at sub-pixel steps, +-PROFILE_HALF_PX around the point. A small set encoder read
 profile (flip-invariant: the normal's sign is arbitrary) and pools the points (mean, max, min).
 
 Two uses: `ProfileScorer` (MustSettings.profile_scores, in the tiny recipe) scores guidewire
-visibility and branch discernibility from them on its own, its level probabilities averaged with
-the metric heads'; `PixelPath(profiles=N)` (pixel_profiles, off) appends one such vector per
-structure to the summary the heads read, which did not help (the heads did not learn to use it).
+visibility and branch discernibility from them on its own, its level probabilities mixed with
+the metric heads' (its share fitted on the validation rows); `PixelPath(profiles=N)`
+(pixel_profiles, off) appends one such vector per structure to the summary the heads read, which
+did not help (the heads did not learn to use it).
 Measured (training log, 2026-11-27 seventh session): the profiles alone rank the phantom's
 validation guidewire MOS at 0.82-0.85 where the stage-1 heads reach 0.78; the shipped model's test
 SRCC for the guidewire rose from 0.77 to 0.84 with the scorer.
@@ -98,15 +99,15 @@ def sample_profiles(planes: torch.Tensor, points: torch.Tensor, normal: torch.Te
     return out.reshape(b, c, s, n, samples).permute(0, 2, 3, 1, 4)
 
 
-def structure_profiles(x: torch.Tensor, weights: torch.Tensor, names: tuple[str, ...],
-                       n: int = PROFILE_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
+def structure_profiles(x: torch.Tensor, weights: torch.Tensor, names: tuple[str, ...], n: int = PROFILE_POINTS,
+                       half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel-path planes x [B, C, H, W] (its channels and top-hat planes) and structure weights
-    [B, S, H, W] at the same size -> (profiles [B, S, n, len(PROFILE_PLANES), PROFILE_SAMPLES],
-    valid [B, S, n])."""
+    [B, S, H, W] at the same size -> (profiles [B, S, n, len(PROFILE_PLANES), samples], valid [B, S, n]),
+    each profile `samples` long over +-half_px."""
     with torch.no_grad():
         weights = weights.float()
         points, valid = pick_points(weights, names, n)
-        profiles = sample_profiles(x[:, list(PROFILE_PLANES)], points, point_normals(weights, points))
+        profiles = sample_profiles(x[:, list(PROFILE_PLANES)], points, point_normals(weights, points), half_px, samples)
     return profiles, valid
 
 
@@ -158,25 +159,31 @@ SCORER_POINTS = 256         # points per structure and image the scorer reads (a
 
 class ProfileScorer(nn.Module):
     """Level logits of some metrics (PROFILE_STRUCTURE) from the profiles across their structures
-    alone: per metric a ProfileEncoder (wider than the summary's) and a small head. MUST averages
-    its level probabilities with the metric head's (`mix`) once it is trained (`trained`, kept with
+    alone: per metric a ProfileEncoder (wider than the summary's) and a small head. MUST mixes
+    its level probabilities with the metric head's (`mix`, by `share`) once it is trained (`trained`, kept with
     the weights) and outside training: an untrained scorer never moves a score. Trained on its own
     (finetune/profile_warmup.py), after stage 1, on profiles cached once.
 
     Measured (benchmarks.bench_profiles, validation rows of the phantom): the guidewire's profiles
     alone rank its MOS at 0.85, the stage-1 heads at 0.78."""
 
-    def __init__(self, metrics: tuple[str, ...], n_levels: int, hidden: int = 128, channels: tuple[int, int] = (32, 64)):
+    def __init__(self, metrics: tuple[str, ...], n_levels: int, hidden: int = 128, channels: tuple[int, int] = (32, 64),
+                 half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES):
         super().__init__()
         self.metrics = metrics
+        self.half_px, self.samples = float(half_px), int(samples)
         self.scored = tuple(m for m in metrics if m in PROFILE_STRUCTURE)
         if not self.scored:
             raise ValueError(f"none of {list(metrics)} is scored from profiles ({list(PROFILE_STRUCTURE)})")
         self.structures = tuple(PROFILE_STRUCTURE[m] for m in self.scored)
-        self.encoders = nn.ModuleList(ProfileEncoder(1, hidden, hidden=hidden, channels=channels) for _ in self.scored)
+        self.encoders = nn.ModuleList(ProfileEncoder(1, hidden, hidden=hidden, samples=self.samples, channels=channels)
+                                      for _ in self.scored)
         self.heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(),
                                                  nn.Linear(hidden, n_levels)) for _ in self.scored)
         self.register_buffer("trained", torch.zeros(()))
+        # per scored metric, the scorer's share of the mixture with the head (stage 1p fits it on the
+        # validation rows: finetune.profile_warmup.fit_shares)
+        self.register_buffer("share", torch.full((len(self.scored),), 0.5))
 
     def profiles(self, x: torch.Tensor, n: int = SCORER_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel-path planes [B, C, H, W] (channels and top-hat planes) -> (profiles [B, S, n, C', L],
@@ -184,7 +191,7 @@ class ProfileScorer(nn.Module):
         from casiqa.model.pixel import ALONG, structure_planes
 
         w = structure_planes(x)[:, [ALONG.index(s) for s in self.structures]]
-        return structure_profiles(x, w, self.structures, n)
+        return structure_profiles(x, w, self.structures, n, self.half_px, self.samples)
 
     def forward(self, profiles: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Profiles [B, S, N, C, L], valid [B, S, N] -> level logits [B, S, L] (S: `scored`)."""
@@ -194,7 +201,8 @@ class ProfileScorer(nn.Module):
 
     def mix(self, logits: torch.Tensor, x: torch.Tensor, views: bool = False) -> torch.Tensor:
         """Heads' level logits [B, M, L] of the samples whose planes are x [B, C, H, W] -> the logits
-        of the heads' and the scorer's level probabilities averaged, for the scored metrics of the
+        of the heads' and the scorer's level probabilities mixed (the scorer's weight `share`, the
+        head's the rest; its expected score mixes the same way), for the scored metrics of the
         samples that show their structure (the others, and everything before the scorer is trained
         or while training, as the heads give them). With `views`, the scorer's own probabilities
         are the mean over the eight flips and rotations of x (pixel.DIHEDRAL), as the heads' are
@@ -215,6 +223,7 @@ class ProfileScorer(nn.Module):
         out = logits.float().clone()
         for j, m in enumerate(self.scored):
             i = self.metrics.index(m)
-            both = torch.logsumexp(torch.stack([out[:, i].log_softmax(-1), own[:, j]]), dim=0) - math.log(2)
+            w = self.share[j].clamp(0.0, 1.0).float()
+            both = torch.logsumexp(torch.stack([out[:, i].log_softmax(-1) + torch.log1p(-w), own[:, j] + torch.log(w)]), dim=0)
             out[:, i] = torch.where(valid[:, j].any(dim=-1, keepdim=True), both, out[:, i])
         return out.to(logits.dtype)
