@@ -2,10 +2,11 @@
 
 After stage 1 (finetune/warmup.py), from the same pixel cache: the profiles across each scored
 metric's structure are sampled once per row (every auxiliary image given), then the scorer learns
-the rows' soft level targets from them, each batch reading a random subset of every image's
-points (so the set encoder sees many subsets of one image). Marked trained at the end: only then
-does MUST average its level probabilities with the heads'. About 2.5 min on 2 CPU cores for the
-phantom's two scored metrics and 25 epochs (README).
+the rows' soft level targets, their MOS or both from them (`loss`), each batch reading a random
+subset of every image's points (so the set encoder sees many subsets of one image). Marked
+trained at the end: only then does MUST mix its level probabilities with the heads', by the share
+`fit_shares` then fits on the validation rows. About 5 min on 2 CPU cores for the phantom's two
+scored metrics and the recipe's 20 epochs (README).
 """
 
 from __future__ import annotations
