@@ -45,9 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from benchmarks.bench_warmup import cached_rows
-    from casiqa.model.levels import expected_score
     from evals.scoring import by_failure_kind
-    from finetune.profile_warmup import ProfileWarmupConfig, profile_rows, profile_warm_up
+    from finetune.profile_warmup import ProfileWarmupConfig, profile_rows, profile_warm_up, scorer_scores
     from finetune.sft import build_model, parse
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,9 +68,7 @@ def main(argv: list[str] | None = None) -> int:
           "validation SRCC from the profiles alone: " + ", ".join(f"{m} {v:.3f}" for m, v in final.items()))
     out = {"device": device, "seconds": round(seconds, 1), "history": history, "final": final,
            "settings": {"rest": rest, **{k: v for k, v in vars(ours).items() if k not in ("cache", "against", "json_out")}}}
-    profiles, valid = profile_rows(must, val)
-    with torch.no_grad():
-        own = expected_score(scorer(profiles.float(), valid)).numpy()                  # [N, scored]
+    own = scorer_scores(scorer, *profile_rows(must, val))                              # [N, scored]
     if val.failures is not None:  # which failure kinds the profiles read, and which they miss
         pred = val.mos.copy()
         cols = [scorer.metrics.index(m) for m in scorer.scored]

@@ -70,9 +70,8 @@ def profile_rows(must, rows: PixelRows, batch_size: int = 64) -> tuple[torch.Ten
     return torch.cat(out), torch.cat(valid)
 
 
-def scorer_srcc(scorer: ProfileScorer, profiles: torch.Tensor, valid: torch.Tensor, mos: np.ndarray,
-                batch_size: int = 64) -> dict[str, float]:
-    """The scorer's validation SRCC per scored metric (its expected score against the MOS)."""
+def scorer_scores(scorer: ProfileScorer, profiles: torch.Tensor, valid: torch.Tensor, batch_size: int = 64) -> np.ndarray:
+    """The scorer's expected scores [N, scored] of cached profiles (profile_rows), in eval mode."""
     device = next(scorer.parameters()).device
     was = scorer.training
     scorer.eval()
@@ -81,6 +80,13 @@ def scorer_srcc(scorer: ProfileScorer, profiles: torch.Tensor, valid: torch.Tens
                                                   valid[i:i + batch_size].to(device))).cpu()
                             for i in range(0, len(profiles), batch_size)]).numpy()
     scorer.train(was)
+    return scores
+
+
+def scorer_srcc(scorer: ProfileScorer, profiles: torch.Tensor, valid: torch.Tensor, mos: np.ndarray,
+                batch_size: int = 64) -> dict[str, float]:
+    """The scorer's validation SRCC per scored metric (its expected score against the MOS)."""
+    scores = scorer_scores(scorer, profiles, valid, batch_size)
     cols = [scorer.metrics.index(m) for m in scorer.scored]
     return {m: round(float(spearmanr(scores[:, j], mos[:, c])[0]), 4)
             for j, (m, c) in enumerate(zip(scorer.scored, cols, strict=True))}
@@ -157,13 +163,7 @@ def fit_shares(must, val: PixelRows) -> dict[str, dict[str, float]]:
     heads = predict(must, val)
     scorer.trained.copy_(trained)
     profiles, valid = profile_rows(must, val)
-    was = scorer.training
-    scorer.eval()
-    device = next(scorer.parameters()).device
-    with torch.no_grad():
-        own = torch.cat([expected_score(scorer(profiles[i:i + 64].to(device).float(), valid[i:i + 64].to(device))).cpu()
-                         for i in range(0, len(profiles), 64)]).numpy()
-    scorer.train(was)
+    own = scorer_scores(scorer, profiles, valid)
     shown = valid.any(dim=-1).numpy()
     out = {}
     for j, m in enumerate(scorer.scored):
