@@ -175,10 +175,9 @@ class CasIqaArguments:
         if self.profile_scores and not (self.must and self.pixel_path and self.pixel_tophat and self.pixel_warmup_epochs):
             raise ValueError("profile_scores needs MUST's pixel path with its top-hat planes (must, pixel_path, "
                              "pixel_tophat) and stage 1 (pixel_warmup_epochs > 0), whose pixel cache it is trained on")
-        from finetune.profile_warmup import PROFILE_LOSSES
+        from finetune.profile_warmup import check_loss
 
-        if self.profile_loss not in PROFILE_LOSSES:
-            raise ValueError(f"profile_loss {self.profile_loss!r} is not one of {list(PROFILE_LOSSES)}")
+        check_loss(self.profile_loss)
         if self.profile_scores and not self.use_aux:
             raise ValueError("profile_scores reads the structures off the live frame and the reference: with use_aux "
                              "false it has nothing to learn from; set profile_scores false too")

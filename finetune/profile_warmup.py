@@ -36,11 +36,17 @@ class ProfileWarmupConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.loss not in PROFILE_LOSSES:
-            raise ValueError(f"profile loss {self.loss!r} is not one of {list(PROFILE_LOSSES)}")
+        check_loss(self.loss)
 
 
 PROFILE_LOSSES = ("levels", "mos", "both")
+
+
+def check_loss(loss: str) -> None:
+    """Refuse a stage-1p loss that is not one of PROFILE_LOSSES (the training arguments check it too,
+    before stage 1 runs)."""
+    if loss not in PROFILE_LOSSES:
+        raise ValueError(f"profile loss {loss!r} is not one of {list(PROFILE_LOSSES)}")
 
 
 def scorer_loss(logits: torch.Tensor, levels: torch.Tensor, mos: torch.Tensor, loss: str) -> torch.Tensor:

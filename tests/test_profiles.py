@@ -281,6 +281,8 @@ def test_scorer_losses_pull_the_expected_score_to_the_mos():
 
     with pytest.raises(ValueError, match="profile loss 'rank'"):
         ProfileWarmupConfig(loss="rank")
+    with pytest.raises(ValueError, match="profile loss 'rank'"):                 # at parse time, before stage 1
+        CasIqaArguments(profile_loss="rank")
     mos = torch.tensor([[1.5, 4.5]])
     soft = torch.tensor([[[0.5, 0.5, 0, 0, 0], [0, 0, 0, 0.5, 0.5]]])
     for loss in ("levels", "mos", "both"):
