@@ -5,8 +5,9 @@
         --model_name_or_path random:qwen2.5-vl-3b --data data/phantom-small --max_steps 8 --json_out bench-3b.json
 
 Takes every `finetune.sft` argument. Unless the command line sets them, it runs 6 optimiser
-steps, skips stage 1 (the pixel warm-up), the head-only steps, evaluation, checkpoints and the
-test split, and writes into a temporary output_dir: what it times is the recipe's SFT step
+steps, skips the stages before SFT (stage 1, the pixel warm-up, and what needs it: the prompts
+show the rows' MOS instead of the stage-1 heads' scores, no profile scorer; the language
+warm-up), the head-only steps, evaluation, checkpoints and the test split, and writes into a temporary output_dir: what it times is the recipe's SFT step
 (LM + heads, LoRA where the recipe asks for it). Prints, and writes as JSON with --json_out,
 the median optimiser step after the first --skip ones, samples/s, tokens per sample, trainable
 parameters and peak memory (CUDA: allocated and reserved by torch; CPU: peak resident set);
@@ -26,8 +27,11 @@ import tempfile
 import time
 
 # what the benchmark sets unless the command line does
-DEFAULTS = {"max_steps": "6", "pixel_warmup_epochs": "0", "head_warmup_steps": "0", "eval_strategy": "no",
-            "save_strategy": "no", "test_at_end": "false", "report_to": "none", "logging_steps": "1"}
+# (with stage 1 skipped, so are what is built on it: the prompts show the MOS instead of the stage-1
+# heads' scores, and there is no profile scorer, whose stage 1p reads stage 1's pixel cache)
+DEFAULTS = {"max_steps": "6", "pixel_warmup_epochs": "0", "head_warmup_steps": "0", "prompt_scores": "mos",
+            "profile_scores": "false", "lm_warmup_steps": "0", "eval_strategy": "no", "save_strategy": "no",
+            "test_at_end": "false", "report_to": "none", "logging_steps": "1"}
 
 
 def with_defaults(argv: list[str], output_dir: str) -> list[str]:

@@ -4,15 +4,25 @@
 # the shipped model's latency on the GPU. Each step runs even if one before it failed.
 #   bash scripts/gpu-check.sh                  # results in results/gpu-check/
 #   PY=python3 OUT_DIR=/tmp/out STEPS=6 SIZES=3b bash scripts/gpu-check.sh   # the 3B recipe only
+#   SIZES= bash scripts/gpu-check.sh           # no recipe benchmarks: the CUDA tests and the latency only
+#   PY=python3 WHEELS=.whl bash scripts/gpu-check.sh   # first install the wheels in .whl into /tmp/site
+# WHEELS: for a GPU machine without network whose Python lacks part of the pinned stack (a lent
+# machine had torch but transformers 5.17 and no trl, datasets or outlines): wheels downloaded
+# elsewhere for its Python (pip download --no-deps --only-binary=:all: --python-version 3.12 ...
+# transformers==5.24.0 trl==1.16.0 datasets outlines and what they need that is missing there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT_DIR=${OUT_DIR:-results/gpu-check}
 DATA=${DATA:-data/phantom-gpu-check}
 STEPS=${STEPS:-8}
-SIZES=${SIZES:-3b 7b}
+SIZES=${SIZES-3b 7b}        # set but empty: none
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 mkdir -p "$OUT_DIR"
+if [ -n "${WHEELS:-}" ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$WHEELS"/*.whl || exit 1
+    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
 failed=()
 step() {  # step NAME COMMAND...: run it, log it to OUT_DIR/NAME.log, remember a failure
     local name=$1; shift

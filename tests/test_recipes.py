@@ -77,3 +77,18 @@ def test_a_gpu_recipe_on_a_cpu_machine_says_how_to_run_it(monkeypatch):
     monkeypatch.chdir(ROOT)
     with pytest.raises(SystemExit, match="--bf16 false"):
         prepare(["--config", "finetune/recipes/qwen2.5-vl-3b.yaml"])
+
+
+def test_the_training_bench_times_the_tiny_recipe(phantom, monkeypatch):
+    """The bench skips stage 1 and what is built on it (the stage-1 heads' prompt scores, the
+    profile scorer), so the tiny recipe, which uses both, runs there as documented: the CPU twin of
+    the GPU test's bf16 steps (tests/test_gpu.py), which once failed on this alone."""
+    from benchmarks.bench_train import measure
+
+    monkeypatch.chdir(ROOT)
+    result = measure(["--config", "finetune/recipes/tiny-cpu.yaml", "--data", str(phantom), "--bf16", "false",
+                      "--image_size", "112", "--max_steps", "2", "--per_device_train_batch_size", "2",
+                      "--dataloader_num_workers", "0"], skip=1)
+    assert result["steps_timed"] == 1 and result["samples_per_step"] == 2
+    assert 0 < result["trainable_m"] <= result["parameters_m"]
+    assert torch.isfinite(torch.tensor(result["final_loss"]))
