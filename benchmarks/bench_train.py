@@ -7,8 +7,9 @@
 Takes every `finetune.sft` argument. Unless the command line sets them, it runs 6 optimiser
 steps, skips the stages before SFT (stage 1, the pixel warm-up, and what needs it: the prompts
 show the rows' MOS instead of the stage-1 heads' scores, no profile scorer; the language
-warm-up), the head-only steps, evaluation, checkpoints and the test split, and writes into a temporary output_dir: what it times is the recipe's SFT step
-(LM + heads, LoRA where the recipe asks for it). Prints, and writes as JSON with --json_out,
+warm-up), the head-only steps, evaluation, checkpoints and the test split, and writes into a
+temporary output_dir: what it times is the recipe's SFT step (LM + heads, LoRA where the recipe
+asks for it). Prints, and writes as JSON with --json_out,
 the median optimiser step after the first --skip ones, samples/s, tokens per sample, trainable
 parameters and peak memory (CUDA: allocated and reserved by torch; CPU: peak resident set);
 --profile_step N also prints the operators that took most of step N's time (torch.profiler).
