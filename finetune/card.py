@@ -87,7 +87,9 @@ def _stages(args, training_args) -> str:
     lm = getattr(args, "lm_warmup_steps", 0)
     scorer = (f"; (1p) the profile scorer (guidewire and branches from profiles across the live frame's devices and the "
               f"true vessels, mixed with their heads; +-{getattr(args, 'profile_half_px', 7.0):g} px profiles in "
-              f"{getattr(args, 'profile_samples', 33)} samples, loss: {getattr(args, 'profile_loss', 'levels')}), "
+              f"{getattr(args, 'profile_samples', 33)} samples"
+              + (" across and along the structure" if getattr(args, "profile_along", False) else "")
+              + f", loss: {getattr(args, 'profile_loss', 'levels')}), "
               f"{args.profile_epochs} epochs on stage 1's pixel cache "
               f"(pixel-warmup/profile-history.json)") if getattr(args, "profile_scores", False) else ""
     lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "

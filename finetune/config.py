@@ -44,6 +44,9 @@ class CasIqaArguments:
         "help": "the profile scorer's profiles reach this far either side of the structure (px at image_size); a "
                 "displaced wire lies up to ~12 px off its line at 224 px"})
     profile_samples: int = field(default=33, metadata={"help": "samples across each of those profiles"})
+    profile_along: bool = field(default=False, metadata={
+        "help": "the profile scorer also samples along each structure through the same points, as far and as "
+                "finely as across (a gap, a cut or a fade's onset within reach of a point)"})
     profile_loss: str = field(default="levels", metadata={
         "help": "stage 1p's loss: levels (soft labels from the MOS and its std), mos (smooth L1 of the expected "
                 "score against the MOS) or both (finetune/profile_warmup.py)"})

@@ -36,6 +36,7 @@ def build_model(args, model_args, training_args):
                         pixel_pool=args.pixel_pool, pixel_along=args.pixel_along, pixel_along_own=args.pixel_along_own,
                         pixel_profiles=args.pixel_profiles, profile_scores=args.profile_scores,
                         profile_half_px=args.profile_half_px, profile_samples=args.profile_samples,
+                        profile_along=args.profile_along,
                         dihedral_scores=args.dihedral_scores, pool=args.pool,
                         findings=phantom_vocabulary(METRICS) if args.findings else {})
     name = model_args.model_name_or_path or "tiny"
@@ -84,7 +85,8 @@ def lora_config(args, model_args):
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
                  "pixel_tophat_margin",
                  "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_profiles", "profile_scores",
-                 "profile_epochs", "profile_loss", "profile_half_px", "profile_samples", "pixel_dense", "pool",
+                 "profile_epochs", "profile_loss", "profile_half_px", "profile_samples", "profile_along", "pixel_dense",
+                 "pool",
                  "findings", "use_aux",
                  "aux_drop", "pixel_warmup_findings_weight",
                  "pixel_warmup_epochs", "pixel_warmup_lr", "pixel_warmup_batch_size", "pixel_warmup_evidence_weight",

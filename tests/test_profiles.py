@@ -340,3 +340,45 @@ def test_the_scorer_share_is_saved_and_older_checkpoints_mix_evenly(tmp_path):
     save_file(weights, tmp_path / "m" / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CheckpointError, match="profile_scorer.trained"):
         load(tmp_path / "m")
+
+
+def test_profiles_along_the_structure_show_a_gap_that_profiles_across_miss():
+    """Along the wire (the tangent through each point), a gap in the target's wire shows as the
+    target - live plane's dip vanishing over the gap's length; the across half is unchanged."""
+    target, live, reference = _scene()
+    gapped = target.copy()
+    gapped[26:31, 20] += 0.3                                                # a 5 px gap in the target's wire
+    points = torch.tensor([[[[24.0, 20.0]]]])                               # 2 px before the gap, on the wire
+    normal = torch.tensor([[[[0.0, 1.0]]]])                                 # across: along +x
+    got = {}
+    for name, t in (("intact", target), ("gapped", gapped)):
+        x = _planes(t, live, reference)[:, list(PROFILE_PLANES)]
+        got[name] = sample_profiles(x, points, normal, half_px=8.0, samples=17, along=True)[0, 0, 0]
+    planes = len(PROFILE_PLANES)
+    assert got["intact"].shape == (2 * planes, 17)
+    assert torch.allclose(got["intact"][:planes], got["gapped"][:planes])   # across the point: no change
+    # the tangent is the normal turned a quarter, (y, x) = (1, 0): samples at rows 16..32 in 1 px steps
+    along = got["gapped"][planes] - got["intact"][planes]                   # the target plane, along the wire
+    assert torch.allclose(along[10:15], torch.full((5,), 0.3), atol=1e-5)   # rows 26-30: the gap
+    assert along[:10].abs().max() < 1e-5 and along[15:].abs().max() < 1e-5
+
+
+def test_the_scorer_along_reads_twice_the_planes_and_keeps_its_symmetry():
+    from casiqa.metrics import METRICS
+    from casiqa.model.levels import LEVELS
+    from casiqa.model.must import Must
+    from casiqa.model.profiles import ProfileScorer
+
+    torch.manual_seed(0)
+    scorer = ProfileScorer(METRICS, 5, half_px=8.0, samples=17, along=True).eval()
+    profiles, valid = scorer.profiles(_planes(*_scene()))
+    assert profiles.shape[-2:] == (2 * len(PROFILE_PLANES), 17) and valid.any()
+    logits = scorer(profiles, valid)
+    assert logits.shape == (1, 2, 5)
+    # flipping the normal flips the tangent too: one mirror of both halves changes nothing
+    assert torch.allclose(logits, scorer(profiles.flip(-1), valid), atol=1e-5)
+    must = Must(MustSettings(pixel_tophat=5, profile_scores=True, profile_along=True), dim=16, patch_dim=8,
+                metrics=METRICS, n_levels=len(LEVELS), n_paths=1)
+    assert must.profile_scorer.along
+    assert not Must(MustSettings(pixel_tophat=5, profile_scores=True), dim=16, patch_dim=8, metrics=METRICS,
+                    n_levels=len(LEVELS), n_paths=1).profile_scorer.along

@@ -86,28 +86,39 @@ def pick_points(weight: torch.Tensor, names: tuple[str, ...], n: int) -> tuple[t
 
 
 def sample_profiles(planes: torch.Tensor, points: torch.Tensor, normal: torch.Tensor,
-                    half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES) -> torch.Tensor:
+                    half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES,
+                    along: bool = False) -> torch.Tensor:
     """planes [B, C, H, W], points [B, S, N, 2] (y, x px), normals [B, S, N, 2] -> profiles [B, S, N, C,
-    samples]: the planes bilinearly sampled across each point (edge values beyond the frame)."""
+    samples]: the planes bilinearly sampled across each point (edge values beyond the frame). With
+    `along`, [B, S, N, 2C, samples]: then also along the structure (the tangent, the normal turned
+    a quarter: flipping the normal flips it too, so one mirror of both stays a symmetry), where a
+    gap, a cut or a fade's onset lies within reach of the point."""
     b, c, h, w = planes.shape
     offsets = torch.linspace(-half_px, half_px, samples, device=planes.device)
-    at = points[..., None, :] + normal[..., None, :] * offsets[:, None]               # [B, S, N, L, 2]
-    grid = torch.stack([(at[..., 1] + 0.5) / w * 2 - 1, (at[..., 0] + 0.5) / h * 2 - 1], dim=-1)
+    ways = [normal] + ([torch.stack([normal[..., 1], -normal[..., 0]], dim=-1)] if along else [])
     s, n = points.shape[1:3]
-    out = F.grid_sample(planes.float(), grid.reshape(b, s * n, samples, 2).float(), mode="bilinear",
-                        padding_mode="border", align_corners=False)                  # [B, C, S * N, L]
-    return out.reshape(b, c, s, n, samples).permute(0, 2, 3, 1, 4)
+    out = []
+    for way in ways:
+        at = points[..., None, :] + way[..., None, :] * offsets[:, None]               # [B, S, N, L, 2]
+        grid = torch.stack([(at[..., 1] + 0.5) / w * 2 - 1, (at[..., 0] + 0.5) / h * 2 - 1], dim=-1)
+        got = F.grid_sample(planes.float(), grid.reshape(b, s * n, samples, 2).float(), mode="bilinear",
+                            padding_mode="border", align_corners=False)              # [B, C, S * N, L]
+        out.append(got.reshape(b, c, s, n, samples).permute(0, 2, 3, 1, 4))
+    return torch.cat(out, dim=3)
 
 
 def structure_profiles(x: torch.Tensor, weights: torch.Tensor, names: tuple[str, ...], n: int = PROFILE_POINTS,
-                       half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES) -> tuple[torch.Tensor, torch.Tensor]:
+                       half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES,
+                       along: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel-path planes x [B, C, H, W] (its channels and top-hat planes) and structure weights
     [B, S, H, W] at the same size -> (profiles [B, S, n, len(PROFILE_PLANES), samples], valid [B, S, n]),
-    each profile `samples` long over +-half_px."""
+    each profile `samples` long over +-half_px (with `along`, 2 * len(PROFILE_PLANES) planes: across,
+    then along the structure)."""
     with torch.no_grad():
         weights = weights.float()
         points, valid = pick_points(weights, names, n)
-        profiles = sample_profiles(x[:, list(PROFILE_PLANES)], points, point_normals(weights, points), half_px, samples)
+        profiles = sample_profiles(x[:, list(PROFILE_PLANES)], points, point_normals(weights, points), half_px, samples,
+                                   along)
     return profiles, valid
 
 
@@ -168,16 +179,17 @@ class ProfileScorer(nn.Module):
     alone rank its MOS at 0.85, the stage-1 heads at 0.78."""
 
     def __init__(self, metrics: tuple[str, ...], n_levels: int, hidden: int = 128, channels: tuple[int, int] = (32, 64),
-                 half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES):
+                 half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES, along: bool = False):
         super().__init__()
         self.metrics = metrics
-        self.half_px, self.samples = float(half_px), int(samples)
+        self.half_px, self.samples, self.along = float(half_px), int(samples), bool(along)
         self.scored = tuple(m for m in metrics if m in PROFILE_STRUCTURE)
         if not self.scored:
             raise ValueError(f"none of {list(metrics)} is scored from profiles ({list(PROFILE_STRUCTURE)})")
         self.structures = tuple(PROFILE_STRUCTURE[m] for m in self.scored)
-        self.encoders = nn.ModuleList(ProfileEncoder(1, hidden, hidden=hidden, samples=self.samples, channels=channels)
-                                      for _ in self.scored)
+        planes = len(PROFILE_PLANES) * (2 if self.along else 1)
+        self.encoders = nn.ModuleList(ProfileEncoder(1, hidden, hidden=hidden, planes=planes, samples=self.samples,
+                                                     channels=channels) for _ in self.scored)
         self.heads = nn.ModuleList(nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(),
                                                  nn.Linear(hidden, n_levels)) for _ in self.scored)
         self.register_buffer("trained", torch.zeros(()))
@@ -191,7 +203,7 @@ class ProfileScorer(nn.Module):
         from casiqa.model.pixel import ALONG, structure_planes
 
         w = structure_planes(x)[:, [ALONG.index(s) for s in self.structures]]
-        return structure_profiles(x, w, self.structures, n, self.half_px, self.samples)
+        return structure_profiles(x, w, self.structures, n, self.half_px, self.samples, self.along)
 
     def forward(self, profiles: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Profiles [B, S, N, C, L], valid [B, S, N] -> level logits [B, S, L] (S: `scored`)."""
