@@ -343,8 +343,8 @@ def test_the_scorer_share_is_saved_and_older_checkpoints_mix_evenly(tmp_path):
 
 
 def test_profiles_along_the_structure_show_a_gap_that_profiles_across_miss():
-    """Along the wire (the tangent through each point), a gap in the target's wire shows as the
-    target - live plane's dip vanishing over the gap's length; the across half is unchanged."""
+    """Along the wire (the tangent through the point), a gap in the target's wire shows as the
+    target plane's dark line vanishing over exactly the gap's rows; the across half is unchanged."""
     target, live, reference = _scene()
     gapped = target.copy()
     gapped[26:31, 20] += 0.3                                                # a 5 px gap in the target's wire
