@@ -196,13 +196,21 @@ def test_scorer_moves_no_score_until_trained_and_only_its_metrics_after():
         assert torch.equal(must.score_pixels(x[:, :8])[0], trained)
 
 
-def test_scorer_without_its_structure_leaves_the_heads_scores():
+def test_scorer_without_its_structure_leaves_the_heads_scores(monkeypatch):
     must = _scored_must()
+    scorer = must.profile_scorer
     target, _, _ = _scene()
     x = _planes(target)
     before = must.score_pixels(x[:, :8])[0]
-    must.profile_scorer.trained.fill_(1.0)
+    scorer.trained.fill_(1.0)
     assert torch.equal(must.score_pixels(x[:, :8])[0], before)
+    # nothing to read in one view is nothing in any: the other seven views are not sampled
+    sampled = []
+    profiles = type(scorer).profiles
+    monkeypatch.setattr(type(scorer), "profiles", lambda self, y, *a: sampled.append(1) or profiles(self, y, *a))
+    heads = torch.randn(1, 3, 5)
+    assert torch.equal(scorer.mix(heads, x, views=True), heads)
+    assert len(sampled) == 1
 
 
 def test_profile_stage_learns_the_fade_and_marks_the_scorer_trained(monkeypatch):

@@ -231,6 +231,8 @@ class ProfileScorer(nn.Module):
         own, valid = [], None
         for k, flip in turns:
             profiles, shown = self.profiles(dihedral(x.float(), k, flip))
+            if not shown.any():      # no sample shows a structure (no live frame): in no view either
+                return logits
             own.append(self(profiles, shown).float().log_softmax(-1))                   # [B, S, L]
             valid = shown if valid is None else valid | shown
         own = torch.logsumexp(torch.stack(own), dim=0) - math.log(len(own))
