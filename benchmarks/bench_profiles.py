@@ -17,7 +17,7 @@ The scorer and stage 1p are the recipe's (`--profile_loss mos`, `--profile_half_
 --train_points tries another number of points per image in a training batch. With
 `--against FILE` (an `evals.run` results.jsonl of the validation split, in its order), also that
 model's SRCC and the SRCC of the two rank-averaged: what the profiles add to a model. --json_out
-writes them.
+writes them, with the scorer's expected score and the MOS of every validation row.
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     out = {"device": device, "seconds": round(seconds, 1), "history": history, "final": final,
            "settings": {"rest": rest, **{k: v for k, v in vars(ours).items() if k not in ("cache", "against", "json_out")}}}
     own = scorer_scores(scorer, *profile_rows(must, val))                              # [N, scored]
+    # per validation row, in the split's order: the scorer's expected score and the MOS (for
+    # comparing or combining runs afterwards, e.g. several seeds)
+    out["validation_rows"] = {m: {"scorer": np.round(own[:, j], 4).tolist(),
+                                  "mos": np.round(val.mos[:, scorer.metrics.index(m)], 4).tolist()}
+                              for j, m in enumerate(scorer.scored)}
     if val.failures is not None:  # which failure kinds the profiles read, and which they miss
         pred = val.mos.copy()
         cols = [scorer.metrics.index(m) for m in scorer.scored]
