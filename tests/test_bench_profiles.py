@@ -22,5 +22,8 @@ def test_bench_profiles_trains_the_scorer_and_compares_it(phantom, tmp_path):
     assert len(result["history"]) == 2 and result["seconds"] > 0
     for fit in result["against"].values():
         assert fit["model_srcc"] == pytest.approx(1.0)       # the stand-in model is the truth
+    for m, rows in result["validation_rows"].items():         # every validation row, in order
+        assert len(rows["scorer"]) == len(val)
+        assert rows["mos"] == pytest.approx([r["scores"][m]["mos"] for r in val], abs=1e-3)
     with pytest.raises(SystemExit, match="no profile scorer"):
         main(base + ["--profile_scores", "false"])
