@@ -89,7 +89,10 @@ def _stages(args, training_args) -> str:
               f"true vessels, mixed with their heads; +-{getattr(args, 'profile_half_px', 7.0):g} px profiles in "
               f"{getattr(args, 'profile_samples', 33)} samples"
               + (" across and along the structure" if getattr(args, "profile_along", False) else "")
-              + f", loss: {getattr(args, 'profile_loss', 'levels')}), "
+              + (", the vessels' points on their centre lines" if getattr(args, "profile_centre_lines", False) else "")
+              + f", loss: {getattr(args, 'profile_loss', 'levels')}"
+              + (f" plus {args.profile_point_weight:g} x each point's damage"
+                 if getattr(args, "profile_point_weight", 0.0) else "") + "), "
               f"{args.profile_epochs} epochs on stage 1's pixel cache "
               f"(pixel-warmup/profile-history.json)") if getattr(args, "profile_scores", False) else ""
     lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "

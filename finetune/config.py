@@ -47,6 +47,13 @@ class CasIqaArguments:
     profile_along: bool = field(default=False, metadata={
         "help": "the profile scorer also samples along each structure through the same points, as far and as "
                 "finely as across (a gap, a cut or a fade's onset within reach of a point)"})
+    profile_centre_lines: bool = field(default=False, metadata={
+        "help": "the profile scorer's vessel points lie on the vessels' centre lines, spread by length rather than "
+                "by area (a thin branch gets its share beside a wide main vessel)"})
+    profile_point_weight: float = field(default=0.0, metadata={
+        "help": "stage 1p: weight of a per-point loss, each point's feature probed for the damage at its place "
+                "(the row's dense damage map there; needs pixel_warmup_dense_weight > 0, which caches the maps); "
+                "0: the image's scores alone"})
     profile_loss: str = field(default="levels", metadata={
         "help": "stage 1p's loss: levels (soft labels from the MOS and its std), mos (smooth L1 of the expected "
                 "score against the MOS) or both (finetune/profile_warmup.py)"})
@@ -181,6 +188,11 @@ class CasIqaArguments:
         from finetune.profile_warmup import check_loss
 
         check_loss(self.profile_loss)
+        if self.profile_scores and self.profile_point_weight and not self.pixel_warmup_dense_weight:
+            raise ValueError("profile_point_weight reads the rows' dense damage maps, which stage 1 caches only with "
+                             "pixel_warmup_dense_weight > 0 (and pixel_dense): set it, or profile_point_weight 0")
+        if self.profile_point_weight < 0:
+            raise ValueError(f"profile_point_weight must be >= 0, not {self.profile_point_weight}")
         if self.profile_scores and not self.use_aux:
             raise ValueError("profile_scores reads the structures off the live frame and the reference: with use_aux "
                              "false it has nothing to learn from; set profile_scores false too")

@@ -3,8 +3,14 @@
 After stage 1 (finetune/warmup.py), from the same pixel cache: the profiles across each scored
 metric's structure are sampled once per row (every auxiliary image given), then the scorer learns
 the rows' soft level targets, their MOS or both from them (`loss`), each batch reading a random
-subset of every image's points (so the set encoder sees many subsets of one image). Marked
-trained at the end: only then does MUST mix its level probabilities with the heads', by the share
+subset of every image's points (so the set encoder sees many subsets of one image). With
+`point_weight`, each point's feature also learns, through a linear probe kept only for this
+stage, the damage at its place: the row's dense damage map (finetune.data.damage_maps: the
+failure's severity on the structure it damaged, inside its box) read at the point, as a soft
+BCE target. The image's label says how bad; the points' labels say where, so the per-point
+features learn what a damaged stretch of wire or vessel looks like from 256 labelled points per
+image (on the phantom, a third of them on damage) instead of one score. Marked trained at the
+end: only then does MUST mix its level probabilities with the heads', by the share
 `fit_shares` then fits on the validation rows. About 5 min on 2 CPU cores for the phantom's two
 scored metrics and the recipe's 20 epochs (README).
 """
@@ -33,6 +39,7 @@ class ProfileWarmupConfig:
     train_points: int = 128          # random points of each image's SCORER_POINTS per training batch
     loss: str = "levels"             # levels: soft labels (MOS, std); mos: smooth L1 of the expected score;
                                      # both: their sum (PROFILE_LOSSES)
+    point_weight: float = 0.0        # BCE of each point's damage (its row's dense damage map there), this much
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -64,16 +71,43 @@ def scorer_loss(logits: torch.Tensor, levels: torch.Tensor, mos: torch.Tensor, l
 def profile_rows(must, rows: PixelRows, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
     """PixelRows -> (profiles [N, S, n, C, L] float16, valid [N, S, n]) across the scored metrics'
     structures, every auxiliary image given, on the CPU."""
+    profiles, valid, _ = profile_rows_at(must, rows, batch_size)
+    return profiles, valid
+
+
+def profile_rows_at(must, rows: PixelRows, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`profile_rows` and the points the profiles were sampled at ([N, S, n, 2] (y, x) px of the
+    cached images, float16)."""
     scorer: ProfileScorer = must.profile_scorer
     rng = random.Random(0)
-    out, valid = [], []
+    out, valid, points = [], [], []
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             idx = list(range(start, min(start + batch_size, len(rows))))
-            p, v = scorer.profiles(must._derived(_channels(must, rows, idx, 0.0, rng)).float())
+            p, v, at = scorer.profiles_at(must._derived(_channels(must, rows, idx, 0.0, rng)).float())
             out.append(p.half().cpu())
             valid.append(v.cpu())
-    return torch.cat(out), torch.cat(valid)
+            points.append(at.half().cpu())
+    return torch.cat(out), torch.cat(valid), torch.cat(points)
+
+
+def point_damage(damage: list[torch.Tensor | None], points: torch.Tensor, size: tuple[int, int],
+                 cols: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows' dense damage maps ([M, h, w] each, or None for a row without failure records), the
+    points [N, S, n, 2] (y, x px) of images `size` (H, W) and the map of each structure S (its
+    metric's index `cols`) -> (the map's value at each point [N, S, n], known [N]: the row has a map).
+    The maps lie on a coarser grid than the images (H/4): a point reads the cell it falls in."""
+    labels = torch.zeros(points.shape[:3])
+    known = torch.tensor([d is not None for d in damage], dtype=torch.bool)
+    for i, d in enumerate(damage):
+        if d is None:
+            continue
+        h, w = d.shape[-2:]
+        y = (points[i, ..., 0].float() * h / size[0]).long().clamp(0, h - 1)             # [S, n]
+        x = (points[i, ..., 1].float() * w / size[1]).long().clamp(0, w - 1)
+        for j, c in enumerate(cols):
+            labels[i, j] = d[c].float()[y[j], x[j]]
+    return labels, known
 
 
 def scorer_scores(scorer: ProfileScorer, profiles: torch.Tensor, valid: torch.Tensor, batch_size: int = 64) -> np.ndarray:
@@ -106,7 +140,7 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
         raise ValueError("this MUST has no profile scorer (profile_scores: true)")
     device = next(scorer.parameters()).device
     torch.manual_seed(cfg.seed)
-    profiles, valid = profile_rows(must, train)
+    profiles, valid, points = profile_rows_at(must, train)
     shown = valid.any(dim=-1).float().mean(dim=0)                                    # [S] share of rows
     for m, share in zip(scorer.scored, shown.tolist(), strict=True):
         if share == 0:
@@ -116,7 +150,17 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
     cols = [scorer.metrics.index(m) for m in scorer.scored]
     levels = train.levels[:, cols].float()
     mos = torch.as_tensor(train.mos[:, cols]).float()
-    opt = torch.optim.AdamW(scorer.parameters(), cfg.learning_rate / 2, weight_decay=cfg.weight_decay)
+    params = list(scorer.parameters())
+    if cfg.point_weight:
+        if train.damage is None or not any(d is not None for d in train.damage):
+            raise ValueError("the point loss (profile point weight) reads the rows' dense damage maps, and these "
+                             "rows have none: they need failure records and structure masks, cached with "
+                             "the dense maps (pixel_dense, pixel_warmup_dense_weight > 0)")
+        labels, known = point_damage(train.damage, points, tuple(train.target[0].shape), cols)
+        # one linear probe per scored metric: a point's feature -> the damage there; for this stage only
+        probes = torch.nn.ModuleList(torch.nn.Linear(scorer.hidden, 1) for _ in scorer.scored).to(device)
+        params += list(probes.parameters())
+    opt = torch.optim.AdamW(params, cfg.learning_rate / 2, weight_decay=cfg.weight_decay)
     per_epoch = (len(profiles) + cfg.batch_size - 1) // cfg.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=max(1, cfg.epochs * per_epoch))
     bar = progress(total=cfg.epochs * per_epoch, desc="profile scorer") if progress else None
@@ -124,22 +168,32 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
     history = []
     n = profiles.shape[2]
     for epoch in range(cfg.epochs):
-        losses = []
+        losses, point_losses = [], []
         order = torch.randperm(len(profiles))
         for i in range(0, len(profiles), cfg.batch_size):
             b = order[i:i + cfg.batch_size]
             k = torch.randperm(n)[:cfg.train_points]
-            logits = scorer(profiles[b][:, :, k].to(device).float(), valid[b][:, :, k].to(device))
+            shown = valid[b][:, :, k].to(device)
+            logits, features = scorer(profiles[b][:, :, k].to(device).float(), shown, per_point=True)
             loss = scorer_loss(logits, levels[b].to(device), mos[b].to(device), cfg.loss)
+            if cfg.point_weight:
+                z = torch.stack([probe(features[:, j]).squeeze(-1) for j, probe in enumerate(probes)], dim=1)
+                mask = (shown & known[b].to(device)[:, None, None]).float()                # [B, S, n']
+                bce = F.binary_cross_entropy_with_logits(z.float(), labels[b][:, :, k].to(device), reduction="none")
+                point_loss = (bce * mask).sum() / mask.sum().clamp(min=1.0)
+                loss = loss + cfg.point_weight * point_loss
+                point_losses.append(point_loss.item())
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(scorer.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             sched.step()
             losses.append(loss.item())
             if bar:
                 bar.update(1)
         entry = {"profile_epoch": epoch + 1, "loss": round(float(np.mean(losses)), 4)}
+        if point_losses:
+            entry["point_loss"] = round(float(np.mean(point_losses)), 4)
         if checks is not None and ((epoch + 1) % 5 == 0 or epoch + 1 == cfg.epochs):
             entry.update({f"val_{m}_srcc": v for m, v in scorer_srcc(scorer, *checks, val.mos).items()})
         history.append(entry)

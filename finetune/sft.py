@@ -36,7 +36,7 @@ def build_model(args, model_args, training_args):
                         pixel_pool=args.pixel_pool, pixel_along=args.pixel_along, pixel_along_own=args.pixel_along_own,
                         pixel_profiles=args.pixel_profiles, profile_scores=args.profile_scores,
                         profile_half_px=args.profile_half_px, profile_samples=args.profile_samples,
-                        profile_along=args.profile_along,
+                        profile_along=args.profile_along, profile_centre_lines=args.profile_centre_lines,
                         dihedral_scores=args.dihedral_scores, pool=args.pool,
                         findings=phantom_vocabulary(METRICS) if args.findings else {})
     name = model_args.model_name_or_path or "tiny"
@@ -85,7 +85,8 @@ def lora_config(args, model_args):
 WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path", "pixel_width", "pixel_tophat",
                  "pixel_tophat_margin",
                  "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_profiles", "profile_scores",
-                 "profile_epochs", "profile_loss", "profile_half_px", "profile_samples", "profile_along", "pixel_dense",
+                 "profile_epochs", "profile_loss", "profile_half_px", "profile_samples", "profile_along",
+                 "profile_centre_lines", "profile_point_weight", "pixel_dense",
                  "pool",
                  "findings", "use_aux",
                  "aux_drop", "pixel_warmup_findings_weight",
@@ -158,7 +159,8 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
         from finetune.warmup import predict, srcc_of
 
         profiles = profile_warm_up(must, data, check, ProfileWarmupConfig(
-            epochs=args.profile_epochs, loss=args.profile_loss, seed=training_args.seed),
+            epochs=args.profile_epochs, loss=args.profile_loss, point_weight=args.profile_point_weight,
+            seed=training_args.seed),
                                    log=lambda e: print(json.dumps(e)),
                                    progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
         shares = fit_shares(must, check)                                           # the scorer's weight per metric

@@ -61,6 +61,33 @@ def test_points_lie_on_each_structure_and_none_without_its_image():
     assert not alone[0, 0].any() and not alone[0, 2].any()
 
 
+def test_centre_lines_run_along_the_middle_of_a_structure_whatever_its_width():
+    from casiqa.model.profiles import centre_lines
+
+    w = torch.zeros(1, 2, 32, 32)
+    w[0, 0, 10:17, 4:28] = torch.tensor([0.2, 0.5, 0.8, 1.0, 0.8, 0.5, 0.2])[:, None]   # a wide horizontal vessel
+    idx = torch.arange(4, 28)
+    w[0, 1, idx, idx] = 1.0                                                            # a thin diagonal one
+    ridge = centre_lines(w)[0]
+    assert ridge[0, 13, 6:26].all() and not ridge[0, 11, 6:26].any() and not ridge[0, 15, 6:26].any()
+    assert ridge[1, idx[2:-2], idx[2:-2]].all() and not ridge[1, idx[2:-2], idx[2:-2] + 2].any()
+
+
+def test_points_on_centre_lines_are_spread_by_length_not_area():
+    w = torch.zeros(1, 1, 64, 64)
+    d = (torch.arange(64.0) - 14) / 4.5
+    w[0, 0, 8:40] = (1 - d ** 2).clamp(min=0).sqrt()    # a main vessel 9 px wide (a tube's projected depth)
+    w[0, 0, 8:40, 45] = 0.5                             # a branch 1 px wide, as long
+    by_area, _ = pick_points(w, ("true vessels",), 40)
+    by_length, valid = pick_points(w, ("true vessels",), 40, centre=True)
+    thin = lambda p: float((p[0, 0, :, 1] > 30).float().mean())     # noqa: E731
+    assert thin(by_area) < 0.15 and 0.35 < thin(by_length) < 0.65 and valid.all()
+    # devices keep their points by strength: centre lines are for the vessels only
+    same, _ = pick_points(w.expand(1, 2, -1, -1), ("live devices", "target devices"), 40, centre=True)
+    plain, _ = pick_points(w.expand(1, 2, -1, -1), ("live devices", "target devices"), 40)
+    assert torch.equal(same, plain)
+
+
 @pytest.mark.parametrize("wire_row", [None, 30])
 def test_normals_point_across_the_structure(wire_row):
     target, live, reference = _scene(wire_row=wire_row)
@@ -245,11 +272,47 @@ def test_profile_stage_learns_the_fade_and_marks_the_scorer_trained(monkeypatch)
     assert wire["share"] < 0.5 and float(must.profile_scorer.share[0]) == pytest.approx(wire["share"])
 
 
+def test_points_read_the_damage_map_cell_they_fall_in():
+    from finetune.profile_warmup import point_damage
+
+    d = torch.zeros(3, 4, 4)
+    d[0, 1, 2] = 0.7                                        # guidewire map: the cell of px y 4-7, x 8-11 at 16 px
+    d[1, 3, 0] = 0.4                                        # branches map: y 12-15, x 0-3
+    points = torch.tensor([[[[5.0, 9.0], [0.0, 0.0]], [[13.0, 2.0], [5.0, 9.0]]]])   # [N=1, S=2, n=2, (y, x)]
+    labels, known = point_damage([d], points, (16, 16), [0, 1])
+    assert labels.tolist() == [[[pytest.approx(0.7), 0.0], [pytest.approx(0.4), 0.0]]]
+    labels, known = point_damage([None, d], points.expand(2, -1, -1, -1), (16, 16), [0, 1])
+    assert known.tolist() == [False, True] and labels[0].abs().sum() == 0
+
+
+def test_profile_stage_point_loss_learns_where_the_damage_is_and_is_not_kept():
+    from finetune.profile_warmup import ProfileWarmupConfig, profile_warm_up
+
+    must = _scored_must()
+    rows = _wire_rows()
+    keys = set(must.profile_scorer.state_dict())
+    # the guidewire's damage: the fade's severity on the wire's cells (column 20 of 56 px: cell 5 of 14)
+    rows.damage = []
+    for mos in rows.mos[:, 0]:
+        d = torch.zeros(3, 14, 14)
+        d[0, :, 5] = float((5.0 - mos) / 4.0)
+        rows.damage.append(d.half())
+    log = profile_warm_up(must, rows, rows, ProfileWarmupConfig(epochs=6, batch_size=8, train_points=32,
+                                                                 point_weight=1.0))
+    assert all("point_loss" in e for e in log) and log[-1]["point_loss"] < log[0]["point_loss"]
+    assert set(must.profile_scorer.state_dict()) == keys          # the probe is not part of the model
+    rows.damage = None
+    with pytest.raises(ValueError, match="dense damage maps"):
+        profile_warm_up(_scored_must(), rows, None, ProfileWarmupConfig(epochs=1, point_weight=1.0))
+
+
 def test_profile_scores_need_the_pixel_path_and_stage_one():
     with pytest.raises(ValueError, match="profile_scores finds the structures"):
         MustSettings(profile_scores=True)
     with pytest.raises(ValueError, match="profile_scores needs"):
         CasIqaArguments(pixel_tophat=5, profile_scores=True)
+    with pytest.raises(ValueError, match="profile_point_weight reads the rows' dense damage maps"):
+        CasIqaArguments(pixel_tophat=5, pixel_warmup_epochs=1, profile_scores=True, profile_point_weight=1.0)
 
 
 def test_profile_stage_refuses_rows_without_the_structures():

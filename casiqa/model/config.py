@@ -32,6 +32,7 @@ class MustSettings:
     profile_half_px: float = 7.0             # its profiles reach this far either side of the structure (px, pixel path's size)
     profile_samples: int = 33                # ...in this many samples
     profile_along: bool = False              # its profiles also run along the structure (gaps, cuts, fades' onsets)
+    profile_centre_lines: bool = False       # its vessel points lie on the vessels' centre lines: spread by length
     pixel_profiles: int = 0                  # with pixel_along: profiles across each structure, sampled sub-pixel,
                                              # join its summary as this many features (0: off; profiles.py)
     pixel_patch: int = 2                     # its first layer's stride in px (1, 2, 4, 7 or 14: finer sees more, costs more)

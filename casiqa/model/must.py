@@ -203,7 +203,8 @@ class Must(nn.Module):
                            if settings.pixel_path else None)
             # some metrics also scored from the profiles across their structures, mixed with their heads
             self.profile_scorer = (ProfileScorer(metrics, n_levels, half_px=settings.profile_half_px,
-                                                 samples=settings.profile_samples, along=settings.profile_along)
+                                                 samples=settings.profile_samples, along=settings.profile_along,
+                                                 centre=settings.profile_centre_lines)
                                    if settings.profile_scores else None)
             self.vit_gate = nn.Parameter(torch.zeros(1))  # encoder tokens into the quality stream: tanh(0) = 0
             self.router = Router(dim, len(metrics), settings)

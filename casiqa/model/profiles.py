@@ -9,8 +9,11 @@ same holds for vessels against the reference. So this module samples, at points 
 structure of `pixel.ALONG` (the live frame's devices, the target's own devices, the true vessels),
 the images across the structure: perpendicular to it (the structure tensor's dominant gradient),
 at sub-pixel steps, +-PROFILE_HALF_PX around the point, and optionally (`along`) as far along it
-through the same point, where a gap, a cut or a fade's onset shows. A small set encoder reads each
-point's profile (flip-invariant: the normal's sign is arbitrary) and pools the points (mean, max, min).
+through the same point, where a gap, a cut or a fade's onset shows. With `centre`, the vessels'
+points lie on their centre lines (`centre_lines`), spread by length rather than by area. A small
+set encoder reads each point's profile (flip-invariant: the normal's sign is arbitrary) and pools
+the points (mean, max, min); stage 1p can also teach its per-point features where the damage is
+(finetune/profile_warmup.py, `point_weight`).
 
 Two uses: `ProfileScorer` (MustSettings.profile_scores, in the tiny recipe) scores guidewire
 visibility and branch discernibility from them on its own, its level probabilities mixed with
@@ -65,12 +68,45 @@ def point_normals(weight: torch.Tensor, points: torch.Tensor, r: int = NORMAL_WI
     return torch.stack([torch.sin(angle), torch.cos(angle)], dim=-1)
 
 
-def pick_points(weight: torch.Tensor, names: tuple[str, ...], n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def centre_lines(weight: torch.Tensor) -> torch.Tensor:
+    """[B, S, H, W] structure weights -> bool [B, S, H, W]: ridge pixels, where the weight (smoothed
+    by a 3 x 3 binomial) curves down across the structure more than it curves along it (the Hessian's most
+    negative eigenvalue dominates), and peaks across it (not below either neighbour in the
+    eigenvector's direction, taken as the nearest of the four through the pixel). A line one or
+    two pixels wide along the middle of each wire or vessel, whatever its calibre; a flank, where
+    the weight falls off, is not on it."""
+    b, s, h, w = weight.shape
+    kernel = torch.tensor([1.0, 2.0, 1.0], device=weight.device) / 4
+    kernel = (kernel[:, None] * kernel[None, :])[None, None]        # binomial: a 1 px line keeps its peak
+    x = F.conv2d(F.pad(weight.reshape(b * s, 1, h, w).float(), (1, 1, 1, 1), mode="replicate"), kernel)
+    p = F.pad(x, (1, 1, 1, 1), mode="replicate")
+    c = p[..., 1:-1, 1:-1]
+    dxx = p[..., 1:-1, 2:] + p[..., 1:-1, :-2] - 2 * c
+    dyy = p[..., 2:, 1:-1] + p[..., :-2, 1:-1] - 2 * c
+    dxy = (p[..., 2:, 2:] + p[..., :-2, :-2] - p[..., 2:, :-2] - p[..., :-2, 2:]) / 4
+    mean, spread = (dxx + dyy) / 2, torch.sqrt(((dxx - dyy) / 2) ** 2 + dxy ** 2)
+    low, high = mean - spread, mean + spread                                       # the Hessian's eigenvalues
+    across = 0.5 * torch.atan2(2 * dxy, dxx - dyy) + math.pi / 2                   # the low one's eigenvector (x right, y down)
+    k = torch.round(across / (math.pi / 4)).long() % 4                             # 0: x, 1: x = y, 2: y, 3: x = -y
+    pairs = [(p[..., 1:-1, 2:], p[..., 1:-1, :-2]), (p[..., 2:, 2:], p[..., :-2, :-2]),
+             (p[..., 2:, 1:-1], p[..., :-2, 1:-1]), (p[..., :-2, 2:], p[..., 2:, :-2])]
+    peak = torch.stack([(c >= u) & (c >= v) for u, v in pairs]).gather(0, k[None])[0]
+    return (peak & (low < 0) & (low.abs() > high.abs())).reshape(b, s, h, w)
+
+
+# structures whose points `pick_points(..., centre=True)` spreads along their centre lines
+CENTRE_LINE_STRUCTURES = ("true vessels",)
+
+
+def pick_points(weight: torch.Tensor, names: tuple[str, ...], n: int,
+                centre: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """[B, S, H, W] weights of the structures `names` -> (points [B, S, n, 2] as (y, x) px, valid
     [B, S, n]). A pixel is on a structure above its STRUCTURE_THRESHOLD; the n points are spread
     evenly over those pixels in raster order (deterministic: the same image gives the same points),
-    so they cover the structure's extent. A structure with no such pixel (its image absent) has no
-    valid point."""
+    so they cover the structure's extent. With `centre`, only the centre-line pixels of the
+    structures of CENTRE_LINE_STRUCTURES count (`centre_lines`): their points are spread by length,
+    not by area, so a thin branch gets its share beside a wide main vessel. A structure with no such
+    pixel (its image absent) has no valid point."""
     b, s, h, w = weight.shape
     flat = weight.reshape(b, s, -1).float()
     q = torch.tensor([STRUCTURE_THRESHOLD[m][0] for m in names], device=flat.device)
@@ -79,6 +115,10 @@ def pick_points(weight: torch.Tensor, names: tuple[str, ...], n: int) -> tuple[t
     k = ((ranked.shape[-1] - 1) * q).round().long()                                    # the quantile's rank
     thr = share * ranked.gather(2, k[None, :, None].expand(b, -1, 1)).squeeze(-1)       # [B, S]
     on = (flat > thr[..., None]) & (thr[..., None] > 1e-4)
+    lines = [j for j, m in enumerate(names) if m in CENTRE_LINE_STRUCTURES] if centre else []
+    if lines:
+        ridge = centre_lines(weight[:, lines]).reshape(b, len(lines), -1)
+        on[:, lines] &= ridge
     rank = on.long().cumsum(dim=-1)                                                    # [B, S, HW]
     count = rank[..., -1]
     want = (torch.linspace(0, 1, n, device=flat.device) * (count[..., None] - 1).clamp(min=0)).round().long() + 1
@@ -111,17 +151,25 @@ def sample_profiles(planes: torch.Tensor, points: torch.Tensor, normal: torch.Te
 
 def structure_profiles(x: torch.Tensor, weights: torch.Tensor, names: tuple[str, ...], n: int = PROFILE_POINTS,
                        half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES,
-                       along: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                       along: bool = False, centre: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Pixel-path planes x [B, C, H, W] (its channels and top-hat planes) and structure weights
     [B, S, H, W] at the same size -> (profiles [B, S, n, len(PROFILE_PLANES), samples], valid [B, S, n]),
     each profile `samples` long over +-half_px (with `along`, 2 * len(PROFILE_PLANES) planes: across,
-    then along the structure)."""
+    then along the structure; with `centre`, the points of CENTRE_LINE_STRUCTURES on their centre lines)."""
+    profiles, valid, _ = structure_profiles_at(x, weights, names, n, half_px, samples, along, centre)
+    return profiles, valid
+
+
+def structure_profiles_at(x: torch.Tensor, weights: torch.Tensor, names: tuple[str, ...], n: int = PROFILE_POINTS,
+                          half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES,
+                          along: bool = False, centre: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`structure_profiles` and the points they were sampled at ([B, S, n, 2], (y, x) px)."""
     with torch.no_grad():
         weights = weights.float()
-        points, valid = pick_points(weights, names, n)
+        points, valid = pick_points(weights, names, n, centre)
         profiles = sample_profiles(x[:, list(PROFILE_PLANES)], points, point_normals(weights, points), half_px, samples,
                                    along)
-    return profiles, valid
+    return profiles, valid, points
 
 
 def _point_encoder(planes: int, samples: int, hidden: int, channels: tuple[int, int]) -> nn.Sequential:
@@ -146,13 +194,16 @@ class ProfileEncoder(nn.Module):
         self.point = nn.ModuleList(_point_encoder(2 * planes, samples, hidden, channels) for _ in range(structures))
         self.project = nn.ModuleList(nn.Linear(3 * hidden, out) for _ in range(structures))
 
-    def forward(self, profiles: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, profiles: torch.Tensor, valid: torch.Tensor,
+                per_point: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """-> [B, S, out]; with `per_point`, also each point's feature before pooling [B, S, N, hidden]."""
         mirror = profiles.flip(-1)
         x = torch.cat([profiles + mirror, (profiles - mirror).abs()], dim=-2)             # [B, S, N, 2C, L]
         b, _, n, c, length = x.shape
-        out = []
+        out, points = [], []
         for j, (point, project) in enumerate(zip(self.point, self.project, strict=True)):
             f = point(x[:, j].reshape(b * n, c, length).to(point[0].weight.dtype)).reshape(b, n, -1)  # [B, N, H]
+            points.append(f)
             m = valid[:, j, :, None]
             count = m.sum(dim=1).clamp(min=1)
             mean = (f * m).sum(dim=1) / count
@@ -162,7 +213,8 @@ class ProfileEncoder(nn.Module):
             any_ = m.any(dim=1)
             pooled = torch.cat([mean, top, low], dim=-1) * any_
             out.append(project(torch.nan_to_num(pooled)) * any_)
-        return torch.stack(out, dim=1)
+        out = torch.stack(out, dim=1)
+        return (out, torch.stack(points, dim=1)) if per_point else out
 
 
 # the metrics scored from profiles (`ProfileScorer`, MustSettings.profile_scores) and the structure each reads
@@ -181,10 +233,12 @@ class ProfileScorer(nn.Module):
     alone rank its MOS at 0.85, the stage-1 heads at 0.78."""
 
     def __init__(self, metrics: tuple[str, ...], n_levels: int, hidden: int = 128, channels: tuple[int, int] = (32, 64),
-                 half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES, along: bool = False):
+                 half_px: float = PROFILE_HALF_PX, samples: int = PROFILE_SAMPLES, along: bool = False,
+                 centre: bool = False):
         super().__init__()
         self.metrics = metrics
-        self.half_px, self.samples, self.along = float(half_px), int(samples), bool(along)
+        self.half_px, self.samples, self.along, self.hidden = float(half_px), int(samples), bool(along), int(hidden)
+        self.centre = bool(centre)       # vessel points spread along their centre lines (pick_points)
         self.scored = tuple(m for m in metrics if m in PROFILE_STRUCTURE)
         if not self.scored:
             raise ValueError(f"none of {list(metrics)} is scored from profiles ({list(PROFILE_STRUCTURE)})")
@@ -202,16 +256,27 @@ class ProfileScorer(nn.Module):
     def profiles(self, x: torch.Tensor, n: int = SCORER_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixel-path planes [B, C, H, W] (channels and top-hat planes) -> (profiles [B, S, n, C', L],
         valid [B, S, n]) across each scored metric's structure."""
+        profiles, valid, _ = self.profiles_at(x, n)
+        return profiles, valid
+
+    def profiles_at(self, x: torch.Tensor, n: int = SCORER_POINTS) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`profiles` and the points they were sampled at ([B, S, n, 2], (y, x) px of x)."""
         from casiqa.model.pixel import ALONG, structure_planes
 
         w = structure_planes(x)[:, [ALONG.index(s) for s in self.structures]]
-        return structure_profiles(x, w, self.structures, n, self.half_px, self.samples, self.along)
+        return structure_profiles_at(x, w, self.structures, n, self.half_px, self.samples, self.along, self.centre)
 
-    def forward(self, profiles: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Profiles [B, S, N, C, L], valid [B, S, N] -> level logits [B, S, L] (S: `scored`)."""
-        out = [head(enc(profiles[:, j:j + 1], valid[:, j:j + 1])[:, 0])
-               for j, (enc, head) in enumerate(zip(self.encoders, self.heads, strict=True))]
-        return torch.stack(out, dim=1)
+    def forward(self, profiles: torch.Tensor, valid: torch.Tensor,
+                per_point: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Profiles [B, S, N, C, L], valid [B, S, N] -> level logits [B, S, L] (S: `scored`); with
+        `per_point`, also each point's feature [B, S, N, hidden] (stage 1p's point loss reads them)."""
+        out, points = [], []
+        for j, (enc, head) in enumerate(zip(self.encoders, self.heads, strict=True)):
+            pooled, f = enc(profiles[:, j:j + 1], valid[:, j:j + 1], per_point=True)
+            out.append(head(pooled[:, 0]))
+            points.append(f[:, 0])
+        out = torch.stack(out, dim=1)
+        return (out, torch.stack(points, dim=1)) if per_point else out
 
     def mix(self, logits: torch.Tensor, x: torch.Tensor, views: bool = False) -> torch.Tensor:
         """Heads' level logits [B, M, L] of the samples whose planes are x [B, C, H, W] -> the logits
