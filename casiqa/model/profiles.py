@@ -205,7 +205,8 @@ class ProfileEncoder(nn.Module):
         out, points = [], []
         for j, (point, project) in enumerate(zip(self.point, self.project, strict=True)):
             f = point(x[:, j].reshape(b * n, c, length).to(point[0].weight.dtype)).reshape(b, n, -1)  # [B, N, H]
-            points.append(f)
+            if per_point:
+                points.append(f)
             m = valid[:, j, :, None]
             count = m.sum(dim=1).clamp(min=1)
             mean = (f * m).sum(dim=1) / count
@@ -274,9 +275,11 @@ class ProfileScorer(nn.Module):
         `per_point`, also each point's feature [B, S, N, hidden] (stage 1p's point loss reads them)."""
         out, points = [], []
         for j, (enc, head) in enumerate(zip(self.encoders, self.heads, strict=True)):
-            pooled, f = enc(profiles[:, j:j + 1], valid[:, j:j + 1], per_point=True)
+            got = enc(profiles[:, j:j + 1], valid[:, j:j + 1], per_point=per_point)
+            pooled = got[0] if per_point else got
             out.append(head(pooled[:, 0]))
-            points.append(f[:, 0])
+            if per_point:
+                points.append(got[1][:, 0])
         out = torch.stack(out, dim=1)
         return (out, torch.stack(points, dim=1)) if per_point else out
 
