@@ -1,0 +1,1 @@
+import casiqa  # noqa: F401  (first: sets the CPU allocator's huge pages before torch loads)

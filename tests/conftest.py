@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+import casiqa  # noqa: F401  (sets the CPU allocator's huge pages before torch loads)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
