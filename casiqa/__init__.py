@@ -8,5 +8,5 @@ __version__ = "0.1.0"
 # allocation, so it is set here, before any of the project's modules imports torch). Training on
 # CPU frees and allocates batch-sized tensors all the time, and with 4 KiB pages each one costs
 # tens of thousands of page faults: a stage-1 epoch took 36.4 s with it unset and 27.0 s with it
-# set, the same losses to the last digit (README, "Fine-tuning"). A value the user set is kept.
+# set, the same losses to the last digit (docs/training-log.md). A value the user set is kept.
 _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")

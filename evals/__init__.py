@@ -1,3 +1,3 @@
 """Evaluation runs: schema-validated outputs, IQA statistics, baselines, ablations, reports."""
 
-import casiqa  # noqa: F401,E402  (first: sets the CPU allocator's huge pages before torch loads)
+import casiqa  # noqa: F401  (first: sets the CPU allocator's huge pages before torch loads)
