@@ -61,6 +61,21 @@ def test_splits_do_not_share_anatomies(rows):
     assert not (by_split["validation"] & by_split["test"])
 
 
+def test_extra_training_cases_leave_the_first_cases_split_alone():
+    """`extra_train` appends training cases from new anatomies; the first n keep their rows and split."""
+    cfg = SMALL
+    base = [row for row, _ in generate(cfg, BuildConfig(n=31, seed=2, workers=1), progress=False)]
+    more = [row for row, _ in generate(cfg, BuildConfig(n=31, seed=2, workers=1, extra_train=8), progress=False)]
+    assert len(more) == 39
+    assert [(r["id"], r["split"], r["scores"]) for r in more[:31]] == [(r["id"], r["split"], r["scores"]) for r in base]
+    extra = more[31:]
+    assert {r["split"] for r in extra} == {"train"}
+    assert not {r["anatomy"] for r in extra} & {r["anatomy"] for r in base}
+    assert len({r["id"] for r in more}) == 39
+    with pytest.raises(ValueError, match="extra_train"):
+        BuildConfig(extra_train=-1)
+
+
 def test_masks_align_with_images():
     from scipy import ndimage
 

@@ -1,6 +1,8 @@
 """Build a phantom data set in parallel: cases -> PNG bytes -> Hugging Face DatasetDict or folder.
 
 Anatomies (live frames) are split train/validation/test, so no anatomy appears in two splits.
+`extra_train` adds training cases from further anatomies after the first `n` cases, whose split it
+leaves as it was: more training data, measured against the same validation and test cases.
 """
 
 from __future__ import annotations
@@ -35,10 +37,14 @@ class BuildConfig:
     workers: int = field(default=0, metadata={"help": "processes; 0 = all cores"})
     validation_fraction: float = 0.1
     test_fraction: float = 0.1
+    extra_train: int = field(default=0, metadata={
+        "help": "more training cases after the n, from further anatomies; the n cases keep their split"})
 
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.extra_train < 0:
+            raise ValueError(f"extra_train must be >= 0, got {self.extra_train}")
         if not 0 <= self.validation_fraction + self.test_fraction < 1:
             raise ValueError("validation_fraction + test_fraction must be in [0, 1)")
 
@@ -81,8 +87,13 @@ def generate(cfg: PhantomConfig, build: BuildConfig, progress: bool = True) -> I
     n_anat = math.ceil(build.n / k)
     splits = split_of_anatomies(n_anat, build.seed, build.validation_fraction, build.test_fraction)
     jobs = [(build.seed, a, cfg, min(k, build.n - a * k)) for a in range(n_anat)]
+    # extra training cases: whole anatomies numbered on from the first n's (the last may be cut short)
+    n_extra = math.ceil(build.extra_train / k)
+    splits += ["train"] * n_extra
+    jobs += [(build.seed, n_anat + a, cfg, min(k, build.extra_train - a * k)) for a in range(n_extra)]
     workers = build.workers or mp.cpu_count()
-    bar = tqdm(total=build.n, desc="phantom cases", unit="case", disable=not progress, smoothing=0.05)
+    total = build.n + build.extra_train
+    bar = tqdm(total=total, desc="phantom cases", unit="case", disable=not progress, smoothing=0.05)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with ctx.Pool(workers) if workers > 1 else _Serial() as pool:
         for (_, anatomy, _, _), cases in zip(jobs, pool.imap(_encode_anatomy, jobs, chunksize=2), strict=True):
