@@ -63,9 +63,8 @@ def test_splits_do_not_share_anatomies(rows):
 
 def test_extra_training_cases_leave_the_first_cases_split_alone():
     """`extra_train` appends training cases from new anatomies; the first n keep their rows and split."""
-    cfg = SMALL
-    base = [row for row, _ in generate(cfg, BuildConfig(n=31, seed=2, workers=1), progress=False)]
-    more = [row for row, _ in generate(cfg, BuildConfig(n=31, seed=2, workers=1, extra_train=8), progress=False)]
+    base = [row for row, _ in generate(SMALL, BuildConfig(n=31, seed=2, workers=1), progress=False)]
+    more = [row for row, _ in generate(SMALL, BuildConfig(n=31, seed=2, workers=1, extra_train=8), progress=False)]
     assert len(more) == 39
     assert [(r["id"], r["split"], r["scores"]) for r in more[:31]] == [(r["id"], r["split"], r["scores"]) for r in base]
     extra = more[31:]

@@ -92,8 +92,7 @@ def generate(cfg: PhantomConfig, build: BuildConfig, progress: bool = True) -> I
     splits += ["train"] * n_extra
     jobs += [(build.seed, n_anat + a, cfg, min(k, build.extra_train - a * k)) for a in range(n_extra)]
     workers = build.workers or mp.cpu_count()
-    total = build.n + build.extra_train
-    bar = tqdm(total=total, desc="phantom cases", unit="case", disable=not progress, smoothing=0.05)
+    bar = tqdm(total=build.n + build.extra_train, desc="phantom cases", unit="case", disable=not progress, smoothing=0.05)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     with ctx.Pool(workers) if workers > 1 else _Serial() as pool:
         for (_, anatomy, _, _), cases in zip(jobs, pool.imap(_encode_anatomy, jobs, chunksize=2), strict=True):
