@@ -192,3 +192,57 @@ def test_named_locations_reads_vessels_and_fields_as_whole_words():
         "second diagonal", "first obtuse marginal"}
     assert named_locations("banding across the frame; vessel contrast reduced by haze over the whole tree") == set()
     assert named_locations("a bladder") == set()   # no "LAD" inside a word
+
+
+def _smoothing_on_the_wire(scene, severity):
+    from casiqa.phantom.failures import Failure
+
+    y, x = np.divmod(int(scene.wire.index[len(scene.wire.index) // 2]), scene.size)
+    return Failure("over_smoothing", severity, "central field", [0.0, 0.0, 1.0, 1.0],
+                   {"cx": x / scene.size, "cy": y / scene.size, "seed": 1})
+
+
+def test_over_smoothing_on_the_wire_and_vessels_implies_their_blur(scenes):
+    """A rater asked whether the wire is seen sharp marks down a wire the artefact blurred: the
+    over-smoothing adds derived wire and vessel blurs that grow with it and are not drawn twice."""
+    from casiqa.phantom.failures.derived import derived_failures
+
+    for scene in scenes:
+        got = {s: {f.kind: f for f in derived_failures([_smoothing_on_the_wire(scene, s)], scene)} for s in (0.3, 1.0)}
+        for kind, metric in (("wire_blur", "guidewire_visibility"), ("vessel_blur", "branch_discernibility")):
+            weak, strong = got[0.3][kind], got[1.0][kind]
+            assert weak.metric == metric and weak.params["derived_from"] == "over_smoothing"
+            assert 0.05 <= weak.severity < strong.severity <= 1.0
+        smooth = _smoothing_on_the_wire(scene, 1.0)
+        drawn = render_view(scene, np.random.default_rng(5), CFG, contrast=True, wire=True, failures=[smooth])
+        both = render_view(scene, np.random.default_rng(5), CFG, contrast=True, wire=True,
+                           failures=[smooth, *got[1.0].values()])
+        np.testing.assert_array_equal(drawn, both)
+        assert quality([smooth, *got[1.0].values()], "guidewire_visibility") < 5.0
+
+
+def test_over_smoothing_away_from_the_wire_implies_nothing_for_it(scenes):
+    from casiqa.phantom.failures import Failure
+    from casiqa.phantom.failures.derived import derived_failures
+
+    for scene in scenes:
+        y, x = np.divmod(scene.wire.index, scene.size)
+        # the frame's corner farthest from every wire pixel, with the smallest disc (radius 0.2 + 0.5 * 0.05)
+        corners = [(cx, cy) for cx in (0.0, 1.0) for cy in (0.0, 1.0)]
+        cx, cy = max(corners, key=lambda c: np.hypot(x / scene.size - c[0], y / scene.size - c[1]).min())
+        far = Failure("over_smoothing", 0.05, "corner", [0.0, 0.0, 1.0, 1.0], {"cx": cx, "cy": cy, "seed": 1})
+        assert "wire_blur" not in {f.kind for f in derived_failures([far], scene)}
+
+
+def test_sampled_failures_carry_their_derived_records():
+    from casiqa.phantom.failures import sample_failures
+    from casiqa.phantom.failures.derived import derived_failures, is_derived
+
+    scene, _ = build_scene(7, 0, CFG)
+    seen = 0
+    for seed in range(200):
+        got = sample_failures(np.random.default_rng(seed), scene, CFG)
+        drawn = [f for f in got if not is_derived(f)]
+        assert got == drawn + derived_failures(drawn, scene)
+        seen += len(got) - len(drawn)
+    assert seen > 0

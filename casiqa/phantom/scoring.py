@@ -3,7 +3,8 @@
 Quality of metric m:  q_m = 5 - 4 * D_m,  D_m = 1 - prod_k (1 - w_k * s_k)
 over the failures k of m's family (severity s_k, kind weight w_k = damage at full severity).
 D is a probabilistic OR: 0 with no failure, monotone increasing in every severity, and a
-failure of another family never enters it. Raters then score q the way a panel does (cf. the
+failure of another family never enters it (what one family's failure does to another's structures
+comes as records of that family: failures/derived.py). Raters then score q the way a panel does (cf. the
 ITU-R BT.500 / MOS protocol): each rater has a personal bias and per-image noise that is larger
 mid-scale than at the ends, and gives an integer 1..5. MOS = mean, std = sample std.
 """

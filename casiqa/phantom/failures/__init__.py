@@ -8,6 +8,7 @@ from casiqa.metrics import METRICS
 from casiqa.phantom.config import PhantomConfig
 from casiqa.phantom.failures import artifacts, branches, guidewire  # noqa: F401  (registers the kinds)
 from casiqa.phantom.failures.base import KINDS, STAGES, Failure, FailureKind, View
+from casiqa.phantom.failures.derived import derived_failures, is_derived
 from casiqa.phantom.raster import mask_of
 from casiqa.phantom.render import Scene, attenuation, contrast_iodine, expose
 
@@ -24,7 +25,10 @@ def sample_failures(rng: np.random.Generator, scene: Scene, cfg: PhantomConfig) 
 
     Per family: none with probability `clean_fraction`; else one kind with severity U(0.05, 1)
     and, with probability `second_failure`, a second kind with severity U(0.05, 0.6). Families
-    are drawn independently, so the three metrics vary independently across a set.
+    are drawn independently, so the three metrics vary independently across a set, except where
+    one family's failure harms another's structures: then the records it implies follow the drawn
+    ones (failures/derived.py: an over-smoothing blurs the wire and vessels under it). Drawing
+    them takes nothing from `rng`.
     """
     out: list[Failure] = []
     for metric in METRICS:
@@ -34,7 +38,7 @@ def sample_failures(rng: np.random.Generator, scene: Scene, cfg: PhantomConfig) 
         out.append(KINDS[names[0]].sample(rng, scene, float(rng.uniform(0.05, 1.0))))
         if rng.random() < cfg.second_failure:
             out.append(KINDS[names[1]].sample(rng, scene, float(rng.uniform(0.05, 0.6))))
-    return out
+    return out + derived_failures(out, scene)
 
 
 def wire_base_weight(scene: Scene) -> np.ndarray:
@@ -63,7 +67,7 @@ def render(scene: Scene, rng: np.random.Generator, cfg: PhantomConfig, *, contra
         vessel_weights=[np.full(layer.thickness.shape, 1.0 if contrast else 0.0) for layer in scene.vessels],
         wire_weight=wire_base_weight(scene) if wire else np.zeros(scene.wire.thickness.shape),
     )
-    by_stage = {stage: [f for f in failures if KINDS[f.kind].stage == stage] for stage in STAGES}
+    by_stage = {stage: [f for f in failures if KINDS[f.kind].stage == stage and not is_derived(f)] for stage in STAGES}
     for f in by_stage["weights"]:
         KINDS[f.kind].apply(view, scene, f)
     view.iodine = contrast_iodine(scene, view.vessel_weights)

@@ -104,10 +104,18 @@ def _noise_burst(view: View, scene: Scene, f: Failure) -> None:
     view.display += (0.02 + 0.13 * f.severity) * mask * noise
 
 
+SMOOTH_SIGMA = 3.0  # px at 512 px: the over-smoothing's Gaussian, before posterising
+
+
+def smooth_mask(scene: Scene, f: Failure) -> np.ndarray:
+    """[H, W] in 0..1: how strongly an over-smoothing failure replaces the display at each pixel."""
+    return (0.3 + 0.7 * f.severity) * soft_disc(scene.size, f.params["cx"], f.params["cy"], 0.2 + 0.5 * f.severity)
+
+
 def _smooth(view: View, scene: Scene, f: Failure) -> None:
-    mask = (0.3 + 0.7 * f.severity) * soft_disc(scene.size, f.params["cx"], f.params["cy"], 0.2 + 0.5 * f.severity)
+    mask = smooth_mask(scene, f)
     levels = 64 - 40 * f.severity  # posterised grey levels over the window: waxy plateaus, no texture
-    plastic = np.round(ndimage.gaussian_filter(view.display, 3.0 * scene.size / 512) * levels) / levels
+    plastic = np.round(ndimage.gaussian_filter(view.display, SMOOTH_SIGMA * scene.size / 512) * levels) / levels
     view.display = mask * plastic + (1.0 - mask) * view.display
 
 

@@ -121,8 +121,12 @@ def _sample_region(kind: str, lo: float, hi: float):
     return sample
 
 
+# blurred vessels' Gaussian sigma, px at 512 px: BLUR_SIGMA[0] + BLUR_SIGMA[1] * severity
+BLUR_SIGMA = (1.0, 5.0)
+
+
 def _vessel_blur(view: View, scene: Scene, f: Failure) -> None:
-    sigma = (1.0 + 5.0 * f.severity) * scene.size / 512
+    sigma = (BLUR_SIGMA[0] + BLUR_SIGMA[1] * f.severity) * scene.size / 512
     mask = soft_disc(scene.size, f.params["cx"], f.params["cy"], 0.2 + 0.3 * f.severity)
     view.iodine = mask * ndimage.gaussian_filter(view.iodine, sigma) + (1.0 - mask) * view.iodine
 

@@ -53,8 +53,12 @@ def _gaps(view: View, scene: Scene, f: Failure) -> None:
         view.wire_weight[(scene.wire.t >= s) & (scene.wire.t < s + length)] = 0.0
 
 
+# a blurred wire's Gaussian sigma, px at 512 px: BLUR_SIGMA[0] + BLUR_SIGMA[1] * severity
+BLUR_SIGMA = (0.6, 4.0)
+
+
 def _blur(view: View, scene: Scene, f: Failure) -> None:
-    sigma = (0.6 + 4.0 * f.severity) * scene.size / 512
+    sigma = (BLUR_SIGMA[0] + BLUR_SIGMA[1] * f.severity) * scene.size / 512
     view.wire = ndimage.gaussian_filter(view.wire, sigma)  # mass-preserving: wider and fainter
     view.wire *= 1.0 - 0.4 * f.severity                  # generators also lose the wire's density
 
