@@ -41,7 +41,7 @@ def derived_failures(failures: list[Failure], scene: Scene) -> list[Failure]:
     targets = (("wire_blur", WIRE_BLUR_SIGMA, scene.wire.index, lambda f: "guidewire"),
                ("vessel_blur", VESSEL_BLUR_SIGMA, np.flatnonzero(scene.vessel_mask()), lambda f: f.location))
     for f in failures:
-        if f.kind != "over_smoothing" or f.params.get("derived_from"):
+        if f.kind != "over_smoothing" or is_derived(f):
             continue
         mask = smooth_mask(scene, f).reshape(-1)
         for kind, blur_sigma, index, where in targets:
