@@ -170,7 +170,8 @@ def write_card(out: Path, args, training_args, model_args, results: dict, comman
     size = f", {n_params / 1e6:.1f} M parameters" if n_params else ""
     wall = f"\n- Wall time of the command: {wall_s / 60:.1f} min (measured by the run itself)." if wall_s else ""
     views = ("\n- Scoring: the heads' level probabilities averaged over the eight flips and rotations of the pixel "
-             "path's input (`dihedral_scores`): a score does not change with the image's orientation."
+             "path's input (`dihedral_scores`), so a score changes little with the image's orientation (how little on "
+             "real frames: `evals.sanity`)."
              if getattr(args, "dihedral_scores", False) else "")
     scorer = getattr(args, "profile_scores", False)
     views += ("\n- Guidewire visibility and branch discernibility: those level probabilities mixed with the "
