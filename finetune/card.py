@@ -93,7 +93,8 @@ def _stages(args, training_args) -> str:
               + f", loss: {getattr(args, 'profile_loss', 'levels')}"
               + (f" plus {args.profile_point_weight:g} x each point's damage"
                  if getattr(args, "profile_point_weight", 0.0) else "") + "), "
-              f"{args.profile_epochs} epochs on stage 1's pixel cache "
+              + ("bf16 autocast, " if getattr(args, "profile_bf16", False) else "")
+              + f"{args.profile_epochs} epochs on stage 1's pixel cache "
               f"(pixel-warmup/profile-history.json)") if getattr(args, "profile_scores", False) else ""
     lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "
           f"{args.lm_warmup_batch_size}, learning rate {args.lm_warmup_lr}"

@@ -54,6 +54,9 @@ class CasIqaArguments:
         "help": "stage 1p: weight of a per-point loss, each point's feature probed for the damage at its place "
                 "(the row's dense damage map there; needs pixel_warmup_dense_weight > 0, which caches the maps); "
                 "0: the image's scores alone"})
+    profile_bf16: bool = field(default=False, metadata={
+        "help": "stage 1p: bf16 autocast of the profile scorer's forward pass (losses in fp32); ~2x per step on a "
+                "CPU with AVX512-BF16 (benchmarks/bench_profile_step.py)"})
     profile_loss: str = field(default="levels", metadata={
         "help": "stage 1p's loss: levels (soft labels from the MOS and its std), mos (smooth L1 of the expected "
                 "score against the MOS) or both (finetune/profile_warmup.py)"})

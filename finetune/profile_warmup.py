@@ -40,6 +40,7 @@ class ProfileWarmupConfig:
     loss: str = "levels"             # levels: soft labels (MOS, std); mos: smooth L1 of the expected score;
                                      # both: their sum (PROFILE_LOSSES)
     point_weight: float = 0.0        # BCE of each point's damage (its row's dense damage map there), this much
+    bf16: bool = False               # bf16 autocast of the forward pass (losses in fp32)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -174,10 +175,12 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
             b = order[i:i + cfg.batch_size]
             k = torch.randperm(n)[:cfg.train_points]
             shown = valid[b][:, :, k].to(device)
-            logits, features = scorer(profiles[b][:, :, k].to(device).float(), shown, per_point=True)
-            loss = scorer_loss(logits, levels[b].to(device), mos[b].to(device), cfg.loss)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                logits, features = scorer(profiles[b][:, :, k].to(device).float(), shown, per_point=True)
+                if cfg.point_weight:
+                    z = torch.stack([probe(features[:, j]).squeeze(-1) for j, probe in enumerate(probes)], dim=1)
+            loss = scorer_loss(logits.float(), levels[b].to(device), mos[b].to(device), cfg.loss)
             if cfg.point_weight:
-                z = torch.stack([probe(features[:, j]).squeeze(-1) for j, probe in enumerate(probes)], dim=1)
                 mask = (shown & known[b].to(device)[:, None, None]).float()                # [B, S, n']
                 bce = F.binary_cross_entropy_with_logits(z.float(), labels[b][:, :, k].to(device), reduction="none")
                 point_loss = (bce * mask).sum() / mask.sum().clamp(min=1.0)

@@ -272,6 +272,16 @@ def test_profile_stage_learns_the_fade_and_marks_the_scorer_trained(monkeypatch)
     assert wire["share"] < 0.5 and float(must.profile_scorer.share[0]) == pytest.approx(wire["share"])
 
 
+def test_profile_stage_under_bf16_autocast_learns_the_fade_and_keeps_fp32_weights():
+    from finetune.profile_warmup import ProfileWarmupConfig, profile_warm_up
+
+    must = _scored_must()
+    rows = _wire_rows()
+    log = profile_warm_up(must, rows, rows, ProfileWarmupConfig(epochs=10, batch_size=8, train_points=32, bf16=True))
+    assert log[-1]["loss"] < log[0]["loss"] and log[-1]["val_guidewire_visibility_srcc"] > 0.8
+    assert all(p.dtype == torch.float32 for p in must.profile_scorer.parameters())
+
+
 def test_points_read_the_damage_map_cell_they_fall_in():
     from finetune.profile_warmup import point_damage
 
