@@ -22,7 +22,7 @@ import time
 import torch
 
 from casiqa.metrics import METRICS
-from casiqa.model.profiles import ProfileScorer
+from casiqa.model.profiles import PROFILE_PLANES, ProfileScorer
 
 
 def step_time(scorer: ProfileScorer, profiles: torch.Tensor, valid: torch.Tensor, opt, bf16: bool, steps: int) -> float:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     torch.manual_seed(0)
     scorer = ProfileScorer(tuple(METRICS), 5, half_px=12.0, samples=33, along=True, centre=True)
-    channels = scorer.encoders[0].point[0][0].in_channels // 2      # the encoder reads profile and mirror
+    channels = len(PROFILE_PLANES) * (2 if scorer.along else 1)     # across, then along the structure
     profiles = torch.randn(args.batch, len(scorer.scored), args.points, channels, scorer.samples)
     valid = torch.ones(profiles.shape[:3], dtype=torch.bool)
     opt = torch.optim.AdamW(scorer.parameters(), 1e-3)
