@@ -14,7 +14,10 @@ training. Prints the scorer's validation SRCC per scored metric every 5 epochs (
 `profile_epochs`, or --profile_epochs), the seconds the stage took, and per failure kind how well
 the scorer's score follows the failure's severity (a cache that kept the rows' failure records).
 The scorer and stage 1p are the recipe's (`--profile_loss mos`, `--profile_half_px 12`, ...);
---train_points tries another number of points per image in a training batch. With
+--train_points tries another number of points per image in a training batch. --profile_px 448
+samples the profiles from the images processed at 448 px (their top-hat planes with a
+--profile_tophat window there; scale --profile_half_px with it): whether a finer image gives the
+scorer more than the model's 224 px do. With
 `--against FILE` (an `evals.run` results.jsonl of the validation split, in its order), also that
 model's SRCC and the SRCC of the two rank-averaged: what the profiles add to a model. --json_out
 writes them, with the scorer's expected score and the MOS of every validation row.
@@ -40,7 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", type=Path, help="an evals.run results.jsonl of the validation split")
     parser.add_argument("--json_out", type=Path)
     parser.add_argument("--train_points", type=int, default=128, help="points per image in a training batch")
+    parser.add_argument("--profile_px", type=int, default=0,
+                        help="sample the profiles from images processed at this size instead of the model's "
+                             "(with --profile_half_px scaled to match; a probe: the model cannot do it yet)")
+    parser.add_argument("--profile_tophat", type=int, default=9,
+                        help="with --profile_px, the top-hat window there (odd, px)")
     ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if ours.profile_px and (ours.profile_tophat < 3 or ours.profile_tophat % 2 == 0):
+        raise SystemExit(f"--profile_tophat must be an odd size >= 3, got {ours.profile_tophat}")
 
     import torch
 
@@ -55,7 +65,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("the recipe has no profile scorer: pass --profile_scores true")
         model, processor = build_model(args, model_args, training_args)
         must = model.model.must
-        train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, must.pixels, ours.cache)
+        fine = None
+        if ours.profile_px:
+            from casiqa.model.processor import make_processor
+
+            # every plane at that size: the top-hat planes from the images processed there, not pooled
+            processor = make_processor(processor.tokenizer, ours.profile_px)
+            fine = (ours.profile_px, ours.profile_tophat)
+        train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, must.pixels, ours.cache,
+                                 fine=fine, processed_px=ours.profile_px)
     start = time.perf_counter()
     history = profile_warm_up(must, train, val, ProfileWarmupConfig(
         epochs=args.profile_epochs, seed=training_args.seed, loss=args.profile_loss, train_points=ours.train_points,

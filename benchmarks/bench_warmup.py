@@ -46,10 +46,12 @@ CACHE_FIELDS = ("data", "max_train_samples", "eval_max_samples", "image_size", "
                 "pixel_compare", "pixel_warmup_dense_weight")
 
 
-def cached_rows(args, model_name: str, processor, pixels, path: Path | None, fine: tuple[int, int] | None = None):
+def cached_rows(args, model_name: str, processor, pixels, path: Path | None, fine: tuple[int, int] | None = None,
+                processed_px: int = 0):
     """(train, validation) PixelRows, from `path` when it was made with these settings; with `fine`
     = (px, top-hat px), the top-hat planes from the images processed at that finer size
-    (finetune.warmup.fine_derived_planes)."""
+    (finetune.warmup.fine_derived_planes); `processed_px`: the size `processor` makes, where it is not
+    the recipe's."""
     import torch
 
     from casiqa.model.processor import make_processor
@@ -60,6 +62,8 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None, fin
     key = {f: getattr(args, f) for f in CACHE_FIELDS}
     key["dense"] = bool(key.pop("pixel_warmup_dense_weight"))
     key["model"] = model_name  # its processor makes the pixels
+    if processed_px:  # `processor` makes the rows at another size than the recipe's (bench_profiles --profile_px)
+        key["processed_px"] = processed_px
     if fine:
         key["fine_tophat"] = list(fine)
         fine = (make_processor(processor.tokenizer, fine[0]), fine[1])

@@ -27,3 +27,12 @@ def test_bench_profiles_trains_the_scorer_and_compares_it(phantom, tmp_path):
         assert rows["mos"] == pytest.approx([r["scores"][m]["mos"] for r in val], abs=1e-3)
     with pytest.raises(SystemExit, match="no profile scorer"):
         main(base + ["--profile_scores", "false"])
+    # profiles from the images processed at twice the model's size: a cache of the other size is refused
+    with pytest.raises(SystemExit, match="other settings"):
+        main(base + ["--profile_px", "224"])
+    fine = tmp_path / "fine.json"
+    assert main(base[:-1] + [str(tmp_path / "pixels-224.pt"), "--profile_px", "224", "--profile_half_px", "24",
+                             "--json_out", str(fine)]) == 0
+    assert set(json.loads(fine.read_text())["final"]) == {"guidewire_visibility", "branch_discernibility"}
+    with pytest.raises(SystemExit, match="odd size"):
+        main(base + ["--profile_px", "224", "--profile_tophat", "8"])
