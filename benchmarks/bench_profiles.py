@@ -65,15 +65,12 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("the recipe has no profile scorer: pass --profile_scores true")
         model, processor = build_model(args, model_args, training_args)
         must = model.model.must
-        fine = None
-        if ours.profile_px:
+        if ours.profile_px:  # every plane at that size, the top-hat planes with a window for it
             from casiqa.model.processor import make_processor
 
-            # every plane at that size: the top-hat planes from the images processed there, not pooled
             processor = make_processor(processor.tokenizer, ours.profile_px)
-            fine = (ours.profile_px, ours.profile_tophat)
         train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, must.pixels, ours.cache,
-                                 fine=fine, processed_px=ours.profile_px)
+                                 processed_px=ours.profile_px, tophat_px=ours.profile_tophat if ours.profile_px else 0)
     start = time.perf_counter()
     history = profile_warm_up(must, train, val, ProfileWarmupConfig(
         epochs=args.profile_epochs, seed=training_args.seed, loss=args.profile_loss, train_points=ours.train_points,

@@ -47,11 +47,11 @@ CACHE_FIELDS = ("data", "max_train_samples", "eval_max_samples", "image_size", "
 
 
 def cached_rows(args, model_name: str, processor, pixels, path: Path | None, fine: tuple[int, int] | None = None,
-                processed_px: int = 0):
+                processed_px: int = 0, tophat_px: int = 0):
     """(train, validation) PixelRows, from `path` when it was made with these settings; with `fine`
     = (px, top-hat px), the top-hat planes from the images processed at that finer size
     (finetune.warmup.fine_derived_planes); `processed_px`: the size `processor` makes, where it is not
-    the recipe's."""
+    the recipe's, and `tophat_px` the top-hat window there."""
     import torch
 
     from casiqa.model.processor import make_processor
@@ -63,7 +63,7 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None, fin
     key["dense"] = bool(key.pop("pixel_warmup_dense_weight"))
     key["model"] = model_name  # its processor makes the pixels
     if processed_px:  # `processor` makes the rows at another size than the recipe's (bench_profiles --profile_px)
-        key["processed_px"] = processed_px
+        key["processed_px"], key["tophat_px"] = processed_px, tophat_px
     if fine:
         key["fine_tophat"] = list(fine)
         fine = (make_processor(processor.tokenizer, fine[0]), fine[1])
@@ -76,8 +76,9 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None, fin
         return saved["train"], saved["validation"]
     train = subset(load_rows(args.data, "train"), args.max_train_samples)
     val = subset(load_rows(args.data, "validation"), args.eval_max_samples)
-    rows = (pixel_rows(train, processor, use_aux=args.use_aux, dense=key["dense"], pixels=pixels, fine=fine),
-            pixel_rows(val, processor, use_aux=args.use_aux, pixels=pixels, fine=fine))
+    rows = (pixel_rows(train, processor, use_aux=args.use_aux, dense=key["dense"], pixels=pixels, fine=fine,
+                       tophat_px=tophat_px),
+            pixel_rows(val, processor, use_aux=args.use_aux, pixels=pixels, fine=fine, tophat_px=tophat_px))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": key, "train": rows[0], "validation": rows[1]}, path)

@@ -88,12 +88,13 @@ def fine_derived_planes(pixels, processor, target: np.ndarray, aux: dict[str, np
 
 
 def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: it, dense: bool = False,
-               pixels=None, fine: tuple | None = None) -> PixelRows:
+               pixels=None, fine: tuple | None = None, tophat_px: int = 0) -> PixelRows:
     """The rows' pixels as the model's processor makes them; with `dense`, also each row's dense
     damage maps on the pixel path's H/4 grid (finetune.data.damage_maps); given the model's pixel
     path with top-hat planes, its derived planes too (PixelPath.derived_planes: computed once here,
     not in every epoch), or with `fine` = (a processor of a finer size, a top-hat window in px
-    there), those planes from the finer images (fine_derived_planes; a stage-1 probe)."""
+    there), those planes from the finer images (fine_derived_planes; a stage-1 probe); `tophat_px`: the
+    top-hat window in px when `processor` makes another size than the model's (0: the path's own)."""
     target, aux, boxes, mos, std, damage, tophat, failures = [], [], [], [], [], [], [], []
     for row in progress(rows, "pixel cache"):
         roles = [r for r in ROLES if use_aux and row.get(r) is not None]
@@ -108,7 +109,8 @@ def pixel_rows(rows, processor, use_aux: bool = True, progress=lambda it, desc: 
         elif pixels is not None and pixels.tophat:
             with torch.no_grad():
                 planes = pixels.channels(t, {r: a.float() for r, a in aux[-1].items()})[None]
-                tophat.append(pixels.derived_planes(planes.to(next(pixels.parameters()).dtype))[0].cpu().half())
+                planes = planes.to(next(pixels.parameters()).dtype)
+                tophat.append(pixels.derived_planes(planes, tophat_px)[0].cpu().half())
         failures.append(failure_list(row))
         boxes.append(box_map(failures[-1], (t.shape[0] // UNIT, t.shape[1] // UNIT)))
         if dense:
