@@ -14,7 +14,7 @@ training. Prints the scorer's validation SRCC per scored metric every 5 epochs (
 `profile_epochs`, or --profile_epochs), the seconds the stage took, and per failure kind how well
 the scorer's score follows the failure's severity (a cache that kept the rows' failure records).
 The scorer and stage 1p are the recipe's (`--profile_loss mos`, `--profile_half_px 12`, ...);
---train_points tries another number of points per image in a training batch. --profile_px 448
+--profile_train_points tries another number of points per image in a training batch. --profile_px 448
 samples the profiles from the images processed at 448 px (their top-hat planes with a
 --profile_tophat window there; scale --profile_half_px with it): whether a finer image gives the
 scorer more than the model's 224 px do. With
@@ -42,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path, help="pixel cache file (benchmarks.bench_warmup's), made if absent")
     parser.add_argument("--against", type=Path, help="an evals.run results.jsonl of the validation split")
     parser.add_argument("--json_out", type=Path)
-    parser.add_argument("--train_points", type=int, default=128, help="points per image in a training batch")
     parser.add_argument("--profile_px", type=int, default=0,
                         help="sample the profiles from images processed at this size instead of the model's "
                              "(with --profile_half_px scaled to match; a probe: the model cannot do it yet)")
@@ -73,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                                  processed_px=ours.profile_px, tophat_px=ours.profile_tophat if ours.profile_px else 0)
     start = time.perf_counter()
     history = profile_warm_up(must, train, val, ProfileWarmupConfig(
-        epochs=args.profile_epochs, seed=training_args.seed, loss=args.profile_loss, train_points=ours.train_points,
+        epochs=args.profile_epochs, seed=training_args.seed, loss=args.profile_loss, train_points=args.profile_train_points,
         point_weight=args.profile_point_weight, bf16=args.profile_bf16),
                               log=lambda e: print(json.dumps(e), flush=True) if len(e) > 2 else None)
     seconds = time.perf_counter() - start

@@ -94,8 +94,9 @@ def _stages(args, training_args) -> str:
               + (f" plus {args.profile_point_weight:g} x each point's damage"
                  if getattr(args, "profile_point_weight", 0.0) else "") + "), "
               + ("bf16 autocast, " if getattr(args, "profile_bf16", False) else "")
-              + f"{args.profile_epochs} epochs on stage 1's pixel cache "
-              f"(pixel-warmup/profile-history.json)") if getattr(args, "profile_scores", False) else ""
+              + f"{args.profile_epochs} epochs of {getattr(args, 'profile_train_points', 128)} points per image and "
+              + "structure per batch on stage 1's pixel cache "
+              + "(pixel-warmup/profile-history.json)") if getattr(args, "profile_scores", False) else ""
     lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "
           f"{args.lm_warmup_batch_size}, learning rate {args.lm_warmup_lr}"
           + (", bf16 autocast" if getattr(args, "lm_warmup_bf16", False) else "") + " (lm-warmup/history.json)") if lm else ""

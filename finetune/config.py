@@ -54,6 +54,10 @@ class CasIqaArguments:
         "help": "stage 1p: weight of a per-point loss, each point's feature probed for the damage at its place "
                 "(the row's dense damage map there; needs pixel_warmup_dense_weight > 0, which caches the maps); "
                 "0: the image's scores alone"})
+    profile_train_points: int = field(default=128, metadata={
+        "help": "stage 1p: the random points of each image's 256 (per structure) that one training batch reads; "
+                "a subset is a regulariser (all 256: worse); 64 ranked validation as 128 did over two seeds in "
+                "~70 % of the stage's time (training log, seventeenth session)"})
     profile_bf16: bool = field(default=False, metadata={
         "help": "stage 1p: bf16 autocast of the profile scorer's forward pass (losses in fp32); ~2x per step on a "
                 "CPU with AVX512-BF16 (benchmarks/bench_profile_step.py)"})
@@ -196,6 +200,11 @@ class CasIqaArguments:
                              "pixel_warmup_dense_weight > 0 (and pixel_dense): set it, or profile_point_weight 0")
         if self.profile_point_weight < 0:
             raise ValueError(f"profile_point_weight must be >= 0, not {self.profile_point_weight}")
+        from casiqa.model.profiles import SCORER_POINTS
+
+        if not 1 <= self.profile_train_points <= SCORER_POINTS:
+            raise ValueError(f"profile_train_points must be 1..{SCORER_POINTS} (of each image's points per structure), "
+                             f"not {self.profile_train_points}")
         if self.profile_scores and not self.use_aux:
             raise ValueError("profile_scores reads the structures off the live frame and the reference: with use_aux "
                              "false it has nothing to learn from; set profile_scores false too")

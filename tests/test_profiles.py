@@ -323,6 +323,9 @@ def test_profile_scores_need_the_pixel_path_and_stage_one():
         CasIqaArguments(pixel_tophat=5, profile_scores=True)
     with pytest.raises(ValueError, match="profile_point_weight reads the rows' dense damage maps"):
         CasIqaArguments(pixel_tophat=5, pixel_warmup_epochs=1, profile_scores=True, profile_point_weight=1.0)
+    for points in (0, 257):                                          # a batch's points: some of each image's 256
+        with pytest.raises(ValueError, match="profile_train_points must be 1..256"):
+            CasIqaArguments(profile_train_points=points)
 
 
 def test_profile_stage_refuses_rows_without_the_structures():
