@@ -69,13 +69,17 @@ def kind_table(kinds: dict) -> list[str]:
     lines = ["## CAS-IQA by failure kind", "",
              "Rows grouped by each metric's failures: none, one failure of a kind, or several. "
              "Spearman(severity, score) should be strongly negative; near 0 means the model sees the "
-             "failure but not how bad it is.", "",
-             "| metric | failure | n | Spearman(severity, score) | mean score | mean truth | MAE |",
-             "|---|---|---|---|---|---|---|"]
+             "failure but not how bad it is. SRCC if read right: the metric's SRCC were every image with a "
+             "failure of this kind (alone or among others) scored at its truth, an optimistic bound of what "
+             "reading the kind is worth.", "",
+             "| metric | failure | n | Spearman(severity, score) | SRCC if read right | mean score | mean truth | MAE |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in METRICS:
         for kind, r in kinds.get(m, {}).items():
             s = f"{r['srcc_severity']:.2f}" if "srcc_severity" in r else ""
-            lines.append(f"| {m} | {kind} | {r['n']} | {s} | {r['mean_pred']:.2f} | {r['mean_truth']:.2f} | {r['mae']:.2f} |")
+            right = f"{r['srcc_if_right']:.3f}" if "srcc_if_right" in r else ""
+            lines.append(f"| {m} | {kind} | {r['n']} | {s} | {right} | {r['mean_pred']:.2f} | {r['mean_truth']:.2f} "
+                         f"| {r['mae']:.2f} |")
     return lines + [""]
 
 

@@ -63,14 +63,21 @@ def by_failure_kind(failures: list[list[dict] | None], pred: np.ndarray, truth: 
     'several'; rows without failure records are left out. Per group: n, mean predicted score and
     mean truth, mean absolute error, and (single-kind groups, n >= 5) the Spearman correlation of
     the failure's severity with the predicted score, which should be strongly negative (a model
-    that sees the failure but not how bad it is sits near 0)."""
+    that sees the failure but not how bad it is sits near 0); and per kind `srcc_if_right`, the
+    metric's SRCC over all those rows were every row with a failure of that kind (alone or among
+    several) scored at its truth: an optimistic bound of what reading that kind perfectly is worth,
+    so the kinds that cost the metric most stand out."""
     out: dict[str, dict] = {}
+    known = np.array([fs is not None for fs in failures], dtype=bool)
     for j, m in enumerate(METRICS):
         groups: dict[str, list[tuple[float, float, float]]] = {}
-        for fs, p, t in zip(failures, pred[:, j], truth[:, j], strict=True):
+        has: dict[str, np.ndarray] = {}
+        for i, (fs, p, t) in enumerate(zip(failures, pred[:, j], truth[:, j], strict=True)):
             if fs is None:
                 continue
             mine = [f for f in fs if f.get("metric") == m]
+            for f in mine:
+                has.setdefault(f.get("kind", "?"), np.zeros(len(failures), dtype=bool))[i] = True
             key = "none" if not mine else mine[0].get("kind", "?") if len(mine) == 1 else "several"
             severity = float(mine[0].get("severity", np.nan)) if len(mine) == 1 else np.nan
             groups.setdefault(key, []).append((severity, float(p), float(t)))
@@ -81,6 +88,9 @@ def by_failure_kind(failures: list[list[dict] | None], pred: np.ndarray, truth: 
                    "mae": round(float(np.abs(a[:, 1] - a[:, 2]).mean()), 3)}
             if key not in ("none", "several") and len(a) >= 5 and np.ptp(a[:, 0]) > 0 and np.ptp(a[:, 1]) > 0:
                 row["srcc_severity"] = round(srcc(a[:, 0], a[:, 1]), 3)
+            if key in has and np.ptp(truth[known, j]) > 0:
+                right = np.where(has[key], truth[:, j], pred[:, j])
+                row["srcc_if_right"] = round(srcc(right[known], truth[known, j]), 3)
             table[key] = row
         out[m] = table
     return out

@@ -98,6 +98,9 @@ def test_by_failure_kind_separates_what_is_read_from_what_is_missed():
     assert abs(out[g]["gaps"]["srcc_severity"]) < 0.7 and out[g]["gaps"]["mae"] > 0.5
     assert out[g]["none"] == {"n": 1, "mean_pred": 4.8, "mean_truth": 5.0, "mae": 0.2}
     assert out[g]["several"]["n"] == 1 and "srcc_severity" not in out[g]["several"]
+    # reading the missed kind right is worth more than the kind already read: its bound is near 1
+    assert out[g]["gaps"]["srcc_if_right"] > 0.95 > out[g]["fade"]["srcc_if_right"]
+    assert "srcc_if_right" not in out[g]["none"] and "srcc_if_right" not in out[g]["several"]
     assert out[b] == {"none": {"n": 22, "mean_pred": 4.0, "mean_truth": 5.0, "mae": 1.0}}   # the unrecorded row left out
 
 
