@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     history = profile_warm_up(must, train, val, ProfileWarmupConfig(
         epochs=args.profile_epochs, seed=training_args.seed, loss=args.profile_loss, train_points=args.profile_train_points,
-        point_weight=args.profile_point_weight, bf16=args.profile_bf16),
+        point_weight=args.profile_point_weight, bf16=args.profile_bf16,
+        weight_decay=args.profile_weight_decay),
                               log=lambda e: print(json.dumps(e), flush=True) if len(e) > 2 else None)
     seconds = time.perf_counter() - start
     scorer = must.profile_scorer

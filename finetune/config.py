@@ -58,6 +58,9 @@ class CasIqaArguments:
         "help": "stage 1p: the random points of each image's 256 (per structure) that one training batch reads; "
                 "a subset is a regulariser (all 256: worse); 64 ranked validation as 128 did over two seeds in "
                 "~70 % of the stage's time (training log, seventeenth session)"})
+    profile_weight_decay: float = field(default=0.01, metadata={
+        "help": "stage 1p: AdamW weight decay of the profile scorer; 0.1 ranked validation's guidewire ~0.007 higher "
+                "than 0.01 over two seeds, the branches alike (training log, seventeenth session)"})
     profile_bf16: bool = field(default=False, metadata={
         "help": "stage 1p: bf16 autocast of the profile scorer's forward pass (losses in fp32); ~2x per step on a "
                 "CPU with AVX512-BF16 (benchmarks/bench_profile_step.py)"})
@@ -200,6 +203,8 @@ class CasIqaArguments:
                              "pixel_warmup_dense_weight > 0 (and pixel_dense): set it, or profile_point_weight 0")
         if self.profile_point_weight < 0:
             raise ValueError(f"profile_point_weight must be >= 0, not {self.profile_point_weight}")
+        if self.profile_weight_decay < 0:
+            raise ValueError(f"profile_weight_decay must be >= 0, not {self.profile_weight_decay}")
         from casiqa.model.profiles import SCORER_POINTS
 
         if not 1 <= self.profile_train_points <= SCORER_POINTS:

@@ -326,6 +326,8 @@ def test_profile_scores_need_the_pixel_path_and_stage_one():
     for points in (0, 257):                                          # a batch's points: some of each image's 256
         with pytest.raises(ValueError, match="profile_train_points must be 1..256"):
             CasIqaArguments(profile_train_points=points)
+    with pytest.raises(ValueError, match="profile_weight_decay must be >= 0"):
+        CasIqaArguments(profile_weight_decay=-0.1)
 
 
 def test_profile_stage_refuses_rows_without_the_structures():
