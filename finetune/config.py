@@ -57,10 +57,11 @@ class CasIqaArguments:
     profile_train_points: int = field(default=128, metadata={
         "help": "stage 1p: the random points of each image's 256 (per structure) that one training batch reads; "
                 "a subset is a regulariser (all 256: worse); 64 ranked validation as 128 did over two seeds in "
-                "~70 % of the stage's time (training log, seventeenth session)"})
+                "~65-70 % of the stage's time (training log, seventeenth and eighteenth sessions)"})
     profile_weight_decay: float = field(default=0.01, metadata={
         "help": "stage 1p: AdamW weight decay of the profile scorer; 0.1 ranked validation's guidewire ~0.007 higher "
-                "than 0.01 over two seeds, the branches alike (training log, seventeenth session)"})
+                "than 0.01 over two seeds, the branches alike, but a full run with it and 64 points scored the test "
+                "split no better (training log, eighteenth session)"})
     profile_bf16: bool = field(default=False, metadata={
         "help": "stage 1p: bf16 autocast of the profile scorer's forward pass (losses in fp32); ~2x per step on a "
                 "CPU with AVX512-BF16 (benchmarks/bench_profile_step.py)"})
