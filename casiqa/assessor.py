@@ -1,8 +1,9 @@
 """The assessor: images in, schema-valid assessments out, in batches, on CUDA (bf16) or CPU.
 
 Scores come from the metric heads (expected score and confidence of each head's level
-distribution); evidence from the MUST routing maps; the level and explanation text from the
-language model under an Outlines grammar that pins each level to its head's level.
+distribution); evidence boxes from the pixel path's damage maps (from the MUST routing maps in a
+model without them); the level and explanation text from the language model under an Outlines
+grammar that pins each level to its head's level.
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ class HeadResult:
     routing: np.ndarray | None          # [h, w, M] or None with MUST off
     findings: dict[str, list[tuple[str, float]]] | None = None  # metric -> [(kind, severity)], worst first
                                         # (None: the model has no findings heads)
+    damage: np.ndarray | None = None    # [M, H/4, W/4] the pixel path's damage maps (0..1), or None
+
+    def evidence_map(self, metric: int) -> np.ndarray | None:
+        """The map a metric's evidence boxes come from: its damage map where the model has one
+        (trained on where the failures are), else its routing map; None with MUST off."""
+        if self.damage is not None:
+            return self.damage[metric]
+        return None if self.routing is None else self.routing[..., metric]
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -115,6 +124,7 @@ class Assessor:
         results = []
         for b in range(len(chunk)):
             routing = feats.routing[b]
+            damage = None if getattr(feats, "damage", None) is None else feats.damage[b]
             # rounded once, here: the level the grammar pins and the score the report carries
             # must agree (2.4996 is 'poor' but prints as 2.5, which is 'fair')
             score = {m: round(float(scores[b, j]), SCORE_DECIMALS) for j, m in enumerate(METRICS)}
@@ -124,6 +134,7 @@ class Assessor:
                 confidence={m: float(confs[b, j]) for j, m in enumerate(METRICS)},
                 routing=None if routing is None else routing.float().cpu().numpy(),
                 findings=None if found is None else read_findings(found[b], vocab, METRICS, scores=score),
+                damage=None if damage is None else damage.float().cpu().numpy(),
             ))
         return results
 
@@ -195,7 +206,8 @@ class Assessor:
     def _report(self, inp: AssessInput, head: HeadResult, written: dict | None) -> Assessment:
         metrics = {}
         for j, m in enumerate(METRICS):
-            evidence = [] if head.routing is None else evidence_boxes(head.routing[..., j])
+            where = head.evidence_map(j)
+            evidence = [] if where is None else evidence_boxes(where)
             explanation = written[m]["explanation"] if written else "explanation not generated (scores only)"
             metrics[m] = {"score": head.score[m], "level": level_of(head.score[m]),
                           "confidence": round(head.confidence[m], 3), "explanation": explanation, "evidence": evidence}

@@ -1,8 +1,12 @@
-"""Evidence regions from a MUST routing map (pure functions).
+"""Evidence regions from a metric's map (pure functions).
 
-A metric's routing weight map says how much each visual token was routed to that metric's
-branch. Tokens above the map's median are its evidence; connected groups of the strongest of
-them become boxes, weighted by their share of the excess routing mass.
+The map says where the model saw what drove the metric's score: the pixel path's damage map
+(how damaged each place looks, trained on the failures' places; the assessor's choice where the
+model has one) or MUST's routing map (how much each visual token was routed to the metric's
+branch). Places above the map's median are its evidence; connected groups of the strongest of
+them become boxes, weighted by their share of the excess mass. A map whose mass is scattered so
+that no group reaches `min_share` still names its strongest group: a score always has a "where
+to look", and the small weight says how little it stands out.
 """
 
 from __future__ import annotations
@@ -12,25 +16,27 @@ from scipy import ndimage
 
 
 def evidence_boxes(weights: np.ndarray, max_boxes: int = 3, min_share: float = 0.05) -> list[dict]:
-    """weights [h, w] routing weights of one metric -> up to `max_boxes` boxes
-    {"box": (x0, y0, x1, y1) in 0..1, "weight": share of excess mass}, strongest first."""
+    """weights [h, w] one metric's map (damage or routing) -> up to `max_boxes` boxes
+    {"box": (x0, y0, x1, y1) in 0..1, "weight": share of excess mass}, strongest first; those
+    under `min_share` dropped unless none reaches it, when the strongest alone is kept."""
     weights = np.asarray(weights, dtype=np.float64)
     if weights.ndim != 2 or weights.size == 0:
-        raise ValueError(f"expected a 2-D routing map, got shape {weights.shape}")
+        raise ValueError(f"expected a 2-D evidence map, got shape {weights.shape}")
     excess = np.maximum(weights - np.median(weights), 0.0)
     total = excess.sum()
     if total <= 1e-9:
-        return []  # uniform routing: no region stands out
+        return []  # a uniform map: no region stands out
     labels, n = ndimage.label(excess >= 0.5 * excess.max())
     h, w = weights.shape
     boxes = []
     for i, sl in enumerate(ndimage.find_objects(labels), start=1):
         share = float(excess[labels == i].sum() / total)
-        if share >= min_share:
-            ys, xs = sl
-            box = tuple(round(v, 4) for v in (xs.start / w, ys.start / h, xs.stop / w, ys.stop / h))
-            boxes.append({"box": box, "weight": round(min(share, 1.0), 4)})
-    return sorted(boxes, key=lambda b: -b["weight"])[:max_boxes]
+        ys, xs = sl
+        box = tuple(round(v, 4) for v in (xs.start / w, ys.start / h, xs.stop / w, ys.stop / h))
+        boxes.append({"box": box, "weight": round(min(share, 1.0), 4)})
+    boxes.sort(key=lambda b: -b["weight"])
+    kept = [b for b in boxes if b["weight"] >= min_share]
+    return (kept or boxes[:1])[:max_boxes]
 
 
 def upsample(weights: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -85,11 +85,12 @@ def to_explanation(facts: list[str]) -> str:
 
 
 class Evidence(BaseModel):
-    """An image region that drove a metric's score (from the MUST routing map)."""
+    """An image region that drove a metric's score (from the model's damage map of the metric, or
+    its MUST routing map: casiqa.evidence)."""
 
     model_config = ConfigDict(extra="forbid")
     box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 as fractions of the image")
-    weight: float = Field(ge=0.0, le=1.0, description="share of the metric's routing mass inside the box")
+    weight: float = Field(ge=0.0, le=1.0, description="share of the metric's evidence-map mass inside the box")
 
     @model_validator(mode="after")
     def _ordered(self) -> Evidence:

@@ -2,11 +2,13 @@
 
     python -m evals.overlay --data data/phantom --split test --n 4 --out docs/evidence.png [--model DIR]
 
-One row per case, one column per metric: the synthetic angiogram under that metric's routing
-map (how much each visual token was routed to the metric's branch), the evidence boxes the
-assessor reports (solid) and the phantom's failure boxes of that metric (dashed), titled with
-the model's score and the panel's MOS. Cases are picked so that every metric has a failure in
-some row and the rows differ (the first case of the split with a failure of each kind order).
+One row per case, one column per metric: the synthetic angiogram under the map the assessor's
+evidence boxes for that metric come from (the model's damage map: how damaged each place looks;
+in a model without one, its routing map: how much each visual token was routed to the metric's
+branch), those boxes (solid, with their weight: the share of the map's excess mass) and the
+phantom's failure boxes of that metric (dashed), titled with the model's score and the panel's MOS.
+Cases are picked so that every metric has a failure in some row and the rows differ (the first
+case of the split with a failure of each kind order).
 """
 
 from __future__ import annotations
@@ -52,11 +54,14 @@ def draw(rows, indices: list[int], heads, out: Path) -> None:
         for j, m in enumerate(METRICS):
             ax = axes[r, j]
             ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-            if head.routing is not None:
-                ax.imshow(upsample(head.routing[..., j], (h, w)), cmap="magma", alpha=0.35, vmin=0, vmax=1)
-                for b in evidence_boxes(head.routing[..., j]):
+            where = head.evidence_map(j)
+            if where is not None:
+                ax.imshow(upsample(where, (h, w)), cmap="magma", alpha=0.35, vmin=0, vmax=1)
+                for b in evidence_boxes(where):
                     x0, y0, x1, y1 = b["box"]
                     ax.add_patch(Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, ec="cyan", lw=1.5))
+                    ax.text(x0 * w + 2, y0 * h + 2, f"{b['weight']:.2f}", color="cyan", fontsize=7, va="top",
+                            bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0})
             for f in failures:
                 if f["metric"] == m:
                     x0, y0, x1, y1 = f["bbox"]
@@ -66,7 +71,9 @@ def draw(rows, indices: list[int], heads, out: Path) -> None:
             kinds = ", ".join(sorted({f["kind"] for f in failures if f["metric"] == m})) or "no failure"
             ax.set_title(f"{METRIC_TITLES[m]}\nscore {head.score[m]:.2f} (MOS {mos:.2f})\n{kinds}", fontsize=8)
             ax.axis("off")
-    fig.suptitle("routing map (heat), model evidence boxes (cyan), phantom failure boxes (yellow, dashed)", fontsize=9)
+    kind = "damage map" if any(hd.damage is not None for hd in heads) else "routing map"
+    fig.suptitle(f"model {kind} (heat), model evidence boxes with their weight (cyan), "
+                 "phantom failure boxes (yellow, dashed)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=90)

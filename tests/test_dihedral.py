@@ -107,3 +107,28 @@ def test_the_views_change_only_the_level_logits_and_one_view_turns_them_off_for_
     assert must.settings.dihedral_scores is True
     assert torch.equal(views.logits, plain.logits)                       # the language model saw the same
     assert not torch.allclose(views.level_logits, plain.level_logits, atol=1e-4)
+
+
+def test_damage_maps_turn_with_the_image_and_come_only_at_inference():
+    """With the views, a metric's damage map (the evidence boxes' source) is the views' mean turned
+    back onto the image: a turned image gives the turned map. Training passes make none."""
+    model, processor = _model(True)
+    model.eval()
+    rng = np.random.default_rng(3)
+    images = [Image.fromarray(rng.integers(0, 255, (112, 112), dtype=np.uint8)).convert("RGB") for _ in range(3)]
+    get = model.model.get_image_features
+    with torch.no_grad():
+        enc = _inputs(processor, images)
+        given = get(enc["pixel_values"], enc["image_grid_thw"]).damage[0]
+        assert given.shape == (3, 112 // 4, 112 // 4) and 0 <= given.min() and given.max() <= 1
+        for turn, (k, flip) in ((Image.Transpose.ROTATE_90, (1, False)), (Image.Transpose.FLIP_LEFT_RIGHT, (0, True))):
+            enc = _inputs(processor, [im.transpose(turn) for im in images])
+            turned = get(enc["pixel_values"], enc["image_grid_thw"]).damage[0]
+            assert torch.allclose(turned, dihedral(given, k, flip), atol=1e-5), turn
+        model.model.must.settings.dihedral_scores = False          # one view: the map of the image as given
+        enc = _inputs(processor, images)
+        plain = get(enc["pixel_values"], enc["image_grid_thw"]).damage[0]
+        assert plain.shape == given.shape and not torch.allclose(plain, given, atol=1e-4)
+        model.train()
+        damage = model(**enc).damage
+        assert damage is None or all(d is None for d in damage)

@@ -19,3 +19,28 @@ def test_upsample_keeps_values():
     w = np.arange(4.0).reshape(2, 2)
     up = upsample(w, (4, 6))
     assert up.shape == (4, 6) and up[0, 0] == 0 and up[3, 5] == 3
+
+
+def test_a_scattered_map_still_names_its_strongest_region():
+    """Many small groups, none holding min_share of the excess: the strongest alone, with its small weight."""
+    rng = np.random.default_rng(0)
+    w = rng.uniform(0.0, 0.1, (40, 40))
+    w[::4, ::4] = 0.5                                       # 100 isolated peaks, ~1 % of the mass each
+    w[20, 20] = 0.55                                        # the strongest of them
+    boxes = evidence_boxes(w)
+    assert len(boxes) == 1 and boxes[0]["weight"] < 0.05
+    assert np.allclose(boxes[0]["box"], (20 / 40, 20 / 40, 21 / 40, 21 / 40))
+    assert len(evidence_boxes(w, min_share=0.0)) == 3       # without the floor: the three strongest
+
+
+def test_the_assessor_takes_evidence_from_the_damage_map_where_there_is_one():
+    from casiqa.assessor import HeadResult
+
+    routing = np.random.default_rng(0).uniform(size=(4, 4, 3))
+    damage = np.zeros((3, 16, 16))
+    damage[1, 12:16, 0:4] = 0.9                             # branches: damage bottom left
+    head = HeadResult(logits=np.zeros((3, 5)), score={}, confidence={}, routing=routing, damage=damage)
+    assert np.array_equal(head.evidence_map(1), damage[1])
+    assert np.allclose(evidence_boxes(head.evidence_map(1))[0]["box"], (0.0, 0.75, 0.25, 1.0))
+    assert np.array_equal(HeadResult(np.zeros((3, 5)), {}, {}, routing).evidence_map(2), routing[..., 2])  # without one
+    assert HeadResult(np.zeros((3, 5)), {}, {}, None).evidence_map(0) is None             # MUST off

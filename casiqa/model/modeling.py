@@ -4,7 +4,7 @@ The hook is the inner model's `get_image_features`: the visual tokens of every i
 through MUST before they are scattered into the image-pad positions (STACK-NOTES). The inner
 `forward` reads each image's role (target / live / reference, the role token before each
 <|vision_start|>) and sample from `input_ids`, so MUST knows which images belong together;
-heads' level logits and routing maps come back on the output.
+heads' level logits, routing maps and (at inference) damage maps come back on the output.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class MustImageOutput(BaseModelOutputWithPooling):
     routing: tuple[torch.Tensor | None, ...] | None = None  # per sample [h, w, M]
     route_logits: tuple[torch.Tensor | None, ...] | None = None
     finding_logits: torch.Tensor | None = None        # [B, K, 2] (casiqa/model/findings.py)
+    damage: tuple[torch.Tensor | None, ...] | None = None  # per sample [M, H/4, W/4] damage maps (inference)
 
 
 @dataclass
@@ -44,6 +45,7 @@ class CasIqaOutput(MultimodalCausalLMOutputWithPast):
     evidence_loss: torch.Tensor | None = None
     finding_logits: torch.Tensor | None = None
     findings_loss: torch.Tensor | None = None
+    damage: tuple[torch.Tensor | None, ...] | None = None
 
 
 def _init_must(module: torch.nn.Module) -> None:
@@ -133,7 +135,8 @@ class CasIqaModel(Qwen2_5_VLModel):
         result = self.must(final, paths, grids, roles, samples, batch_size, pixels=pixels)
         return MustImageOutput(last_hidden_state=vision.last_hidden_state, pooler_output=tuple(result.tokens),
                                level_logits=result.level_logits, routing=tuple(result.routing),
-                               route_logits=tuple(result.route_logits), finding_logits=result.finding_logits)
+                               route_logits=tuple(result.route_logits), finding_logits=result.finding_logits,
+                               damage=None if result.damage is None else tuple(result.damage))
 
     def forward(self, input_ids=None, pixel_values=None, image_grid_thw=None, mm_encoder_outputs=None, **kwargs):
         if pixel_values is not None and mm_encoder_outputs is None:
@@ -186,4 +189,4 @@ class CasIqaForConditionalGeneration(Qwen2_5_VLForConditionalGeneration):
         found = getattr(images, "finding_logits", None)
         return CasIqaOutput(**dict(out.items()), level_logits=level_logits, routing=getattr(images, "routing", None),
                             head_loss=head_loss, evidence_loss=evidence, finding_logits=found,
-                            findings_loss=findings_loss(found, finding_targets))
+                            findings_loss=findings_loss(found, finding_targets), damage=getattr(images, "damage", None))

@@ -40,7 +40,18 @@ from torch import nn
 
 from casiqa.model.config import MustSettings
 from casiqa.model.findings import vocabulary
-from casiqa.model.pixel import ALONG, DIHEDRAL, IN_CHANNELS, UNIT, PixelPath, align, along_mask, dihedral, undo_dihedral
+from casiqa.model.pixel import (
+    ALONG,
+    DIHEDRAL,
+    IN_CHANNELS,
+    UNIT,
+    PixelPath,
+    align,
+    along_mask,
+    dihedral,
+    undo_dihedral,
+    undo_dihedral_map,
+)
 from casiqa.model.profiles import ProfileScorer
 
 
@@ -62,6 +73,8 @@ class MustResult:
     routing: list[torch.Tensor | None]  # per sample [h, w, M] routing weights of the target grid (None: MUST off)
     route_logits: list[torch.Tensor | None]  # per sample [h, w, M] router logits (trained as evidence detectors)
     finding_logits: torch.Tensor | None = None  # [B, K, 2] per failure kind (Must.vocab): presence, severity
+    damage: list[torch.Tensor | None] | None = None  # per sample [M, H/4, W/4] the pixel path's damage map (0..1),
+                                                # at inference with a dense head (`Must.damage_maps`); else None
 
 
 class DepthFusion(nn.Module):
@@ -230,8 +243,8 @@ class Must(nn.Module):
             logits = torch.stack([torch.stack([h(final[t].mean(dim=0)) for h in self.pooled_heads]) for t in targets])
             return MustResult(list(final), logits, [None] * batch_size, [None] * batch_size)
         fused = [self.depth(f, p) for f, p in zip(final, paths, strict=True)]
-        pixel_tokens, extra, planes = (self._pixel_tokens(pixels, roles, samples, targets) if self.pixels is not None
-                                       else (None, None, None))
+        pixel_tokens, extra, planes, damage = (self._pixel_tokens(pixels, roles, samples, targets)
+                                               if self.pixels is not None else (None, None, None, None))
         tokens = list(fused)
         logits, routing, raw_logits, findings = [], [], [], []
         for b, t in enumerate(targets):
@@ -254,7 +267,7 @@ class Must(nn.Module):
             routing.append(route.reshape(*grids[t], -1))
             raw_logits.append(raw.reshape(*grids[t], -1))
         return MustResult(tokens, torch.stack(logits), routing, raw_logits,
-                          None if findings[0] is None else torch.stack(findings))
+                          None if findings[0] is None else torch.stack(findings), damage)
 
     @contextmanager
     def one_view(self):
@@ -320,12 +333,13 @@ class Must(nn.Module):
         return (*out, found) if findings else out
 
     def _pixel_tokens(self, pixels: list[torch.Tensor] | None, roles: list[str], samples: list[int],
-                      targets: list[int]) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, list[torch.Tensor]]:
+                      targets: list[int]):
         """Per sample [N, D] pixel-path features of its target grid, what they add to the heads
-        [M, E] (`_head_extra`; None when nothing does) and its planes [C, H, W] (PixelPath.channels,
-        which the profile scorer reads too); targets of one size share a batch. With
-        `dihedral_scores` at inference, per sample [V, N, D] and [V, M, E]: one per view (DIHEDRAL),
-        the tokens in the given image's order."""
+        [M, E] (`_head_extra`; None when nothing does), its planes [C, H, W] (PixelPath.channels,
+        which the profile scorer reads too) and its damage maps [M, H/4, W/4] (`damage_maps`; None
+        when not made); targets of one size share a batch. With `dihedral_scores` at inference, per
+        sample [V, N, D] and [V, M, E]: one per view (DIHEDRAL), the tokens in the given image's
+        order, and the views' mean damage maps, each turned back onto the given image."""
         if pixels is None:
             raise ValueError("MUST's pixel path needs the images' pixels")
         stacks = []
@@ -335,16 +349,19 @@ class Must(nn.Module):
             stacks.append(self.pixels.channels(pixels[t], aux))
         out: list[torch.Tensor | None] = [None] * len(targets)
         extra: list[torch.Tensor | None] | None = [None] * len(targets) if self.feeds_damage or self.feeds_along else None
+        damage: list[torch.Tensor | None] = [None] * len(targets)
         views = self.settings.dihedral_scores and not self.training
         for size in dict.fromkeys(tuple(x.shape) for x in stacks):  # first-seen order: deterministic batches
             idx = [b for b, x in enumerate(stacks) if tuple(x.shape) == size]
             batch = torch.stack([stacks[b] for b in idx])
-            feats, summary = self._pixel_views(batch) if views else self._pixel_batch(batch)
+            feats, summary, maps = self._pixel_views(batch) if views else self._pixel_batch(batch)
             for j, b in enumerate(idx):
                 out[b] = feats[j]
                 if extra is not None:
                     extra[b] = summary[j]
-        return out, extra, stacks
+                if maps is not None:
+                    damage[b] = maps[j]
+        return out, extra, stacks, damage
 
     def _derived(self, x: torch.Tensor) -> torch.Tensor:
         """Planes [B, C, H, W] of PixelPath.channels, with its derived planes added if not given."""
@@ -359,29 +376,43 @@ class Must(nn.Module):
             return (*self.pixels(channels, dense=True), None)
         return self.pixels(channels), None, None
 
-    def _pixel_batch(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Planes [B, C, H, W] -> pixel tokens [B, N, D] and what they add to the heads [B, M, E]
-        (damage-map summary, summary along the structures; None when neither feeds them)."""
-        feats, fine, along = self._pixel_run(batch)
-        extra = self._head_extra(fine, along)
-        return feats, None if extra is None else extra.to(feats.dtype)
+    @property
+    def damage_maps(self) -> bool:
+        """Whether a pass makes the pixel path's damage maps for the caller (the evidence boxes): at
+        inference, when the pixel path has a dense head. Training passes do not need them."""
+        return bool(self.pixels is not None and self.pixels.dense is not None and not self.training)
 
-    def _pixel_views(self, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _pixel_batch(self, batch: torch.Tensor):
+        """Planes [B, C, H, W] -> pixel tokens [B, N, D], what they add to the heads [B, M, E]
+        (damage-map summary, summary along the structures; None when neither feeds them) and the
+        damage maps [B, M, H/4, W/4] in 0..1 (None unless `damage_maps`)."""
+        maps = self.damage_maps
+        feats, fine, along = self._pixel_run(batch, dense=maps)
+        extra = self._head_extra(fine, along)
+        return (feats, None if extra is None else extra.to(feats.dtype),
+                torch.sigmoid(fine.float()) if maps and fine is not None else None)
+
+    def _pixel_views(self, batch: torch.Tensor):
         """`_pixel_batch` of every view of the batch (DIHEDRAL) -> [B, V, N, D] tokens in the given
-        image's order and [B, V, M, E]. Views of one shape (all eight for a square image, else the
-        even and the odd quarter turns) run as one batch."""
+        image's order, [B, V, M, E], and the views' damage maps turned back onto the given image and
+        averaged [B, M, H/4, W/4] (or None): a map that turns with the image, as the scores do not
+        change with it. Views of one shape (all eight for a square image, else the even and the odd
+        quarter turns) run as one batch."""
         n = batch.shape[0]
         feats: list = [None] * len(DIHEDRAL)
         summary: list = [None] * len(DIHEDRAL)
+        maps: list = [None] * len(DIHEDRAL)
         h, w = batch.shape[-2:]
         shape = {v: (h, w) if k % 2 == 0 else (w, h) for v, (k, _) in enumerate(DIHEDRAL)}  # odd turns swap H, W
         for hw in dict.fromkeys(shape.values()):
             group = [v for v in shape if shape[v] == hw]
-            f, d = self._pixel_batch(torch.cat([dihedral(batch, *DIHEDRAL[v]) for v in group]))
+            f, d, p = self._pixel_batch(torch.cat([dihedral(batch, *DIHEDRAL[v]) for v in group]))
             for j, v in enumerate(group):
                 feats[v] = undo_dihedral(f[j * n:(j + 1) * n], (hw[0] // UNIT, hw[1] // UNIT), *DIHEDRAL[v])
                 summary[v] = None if d is None else d[j * n:(j + 1) * n]
-        return torch.stack(feats, dim=1), None if summary[0] is None else torch.stack(summary, dim=1)
+                maps[v] = None if p is None else undo_dihedral_map(p[j * n:(j + 1) * n], *DIHEDRAL[v])
+        return (torch.stack(feats, dim=1), None if summary[0] is None else torch.stack(summary, dim=1),
+                None if maps[0] is None else torch.stack(maps).mean(dim=0))
 
 
 def view_mean(logits: torch.Tensor) -> torch.Tensor:

@@ -178,6 +178,12 @@ def undo_dihedral(tokens: torch.Tensor, grid: tuple[int, int], k: int, flip: boo
     return g.reshape(tokens.shape)
 
 
+def undo_dihedral_map(x: torch.Tensor, k: int, flip: bool) -> torch.Tensor:
+    """A map [..., H, W] of a view (`dihedral(image, k, flip)`) back onto the given image's grid."""
+    x = x.flip(-1) if flip else x
+    return torch.rot90(x, -k, (-2, -1))
+
+
 def _norm(kind: str, c: int) -> nn.Module:
     return nn.BatchNorm2d(c) if kind == "batch" else nn.GroupNorm(8, c)
 
