@@ -14,7 +14,9 @@ Reports per metric the Spearman correlation between severity and score (pooled o
 per image), and how much the other two metrics move between severity 0 and 1. Orientation: each
 ladder's middle rung scored in the eight flips and rotations of its images (target, live and
 reference turned together); per metric, how far the score spreads over them and how often the
-level changes. A reader rotating a frame should not get another verdict.
+level changes. A reader rotating a frame should not get another verdict. Evidence: on the rungs
+whose damage has a place (the wire's gaps, the removed distal vessels), how often the metric's
+strongest evidence box holds a damaged pixel, against a box of its size placed at random.
 """
 
 from __future__ import annotations
@@ -97,33 +99,100 @@ def geodesic_from_widest(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dmap, pts
 
 
+def _gaps(severity: float) -> list[tuple[float, float]]:
+    """The wire's gaps at a severity, as (start, end) along it (0..1): up to three, longer with severity."""
+    return [(start, start + 0.08 * severity) for start in (0.2, 0.45, 0.7)[: int(np.ceil(3 * severity))]]
+
+
 def wire_map(shape, path: np.ndarray, severity: float) -> np.ndarray:
     """Darkening of a guidewire along `path`, faded and broken by severity."""
     from casiqa.phantom.raster import tube_layer
 
     layer = tube_layer(path, np.full(len(path), 0.8), shape)
     weight = np.full(layer.t.shape, 1.0 - 0.9 * severity)
-    for start in (0.2, 0.45, 0.7)[: int(np.ceil(3 * severity))]:
-        weight[(layer.t >= start) & (layer.t < start + 0.08 * severity)] = 0.0
+    for start, end in _gaps(severity):
+        weight[(layer.t >= start) & (layer.t < end)] = 0.0
     return ndimage.gaussian_filter(layer.dense(shape, weight), 0.6)
 
 
+def wire_gaps(shape, path: np.ndarray, severity: float) -> np.ndarray:
+    """Where `wire_map` breaks the wire at a severity: a mask of its gaps (empty at 0)."""
+    from casiqa.phantom.raster import tube_layer
+
+    layer = tube_layer(path, np.full(len(path), 0.8), shape)
+    cut = np.zeros(layer.t.shape, bool)
+    for start, end in _gaps(severity):
+        cut |= (layer.t >= start) & (layer.t < end)
+    out = np.zeros(shape[0] * shape[1], bool)
+    out[layer.index[cut]] = True
+    return out.reshape(shape)
+
+
 def ladders(image: np.ndarray, mask: np.ndarray, k: int) -> dict[str, list[AssessInput]]:
+    """Per metric, its ladder's inputs, severity 0 to 1 (`ladder_cases` without the places)."""
+    return ladder_cases(image, mask, k)[0]
+
+
+def ladder_cases(image: np.ndarray, mask: np.ndarray, k: int):
+    """Per metric, its ladder's inputs (severity 0 to 1) and per rung where the damage is, a mask of
+    the image or None: the wire's gaps, the removed vessels (as cut from the target, two pixels
+    wider); the artefacts cover the frame, so None."""
     background = inpaint(image, mask)
     dmap, path = geodesic_from_widest(mask)
     finite = dmap[np.isfinite(dmap)]
     out: dict[str, list[AssessInput]] = {m: [] for m in METRICS}
+    places: dict[str, list[np.ndarray | None]] = {m: [] for m in METRICS}
     clean_wire = wire_map(image.shape, path, 0.0)
     live = np.clip(background - 0.3 * clean_wire, 0, 1)
     for s in SEVERITIES:
         wired = np.clip(image - 0.3 * wire_map(image.shape, path, s), 0, 1)
         out["guidewire_visibility"].append(AssessInput(wired, live=live, reference=image, name=f"wire {s}"))
+        gaps = wire_gaps(image.shape, path, s)
+        places["guidewire_visibility"].append(gaps if gaps.any() else None)
         cut = np.quantile(finite, 1.0 - 0.7 * s) if s > 0 else np.inf
-        removed = mask & (dmap > cut)
-        pruned = np.where(ndimage.binary_dilation(removed, iterations=2), background, image)
+        removed = ndimage.binary_dilation(mask & (dmap > cut), iterations=2)
+        pruned = np.where(removed, background, image)
         out["branch_discernibility"].append(AssessInput(pruned, live=background, reference=image, name=f"branch {s}"))
+        places["branch_discernibility"].append(removed if removed.any() else None)
         out["artifact_interference"].append(AssessInput(_artefact(image, ARTEFACTS[k % len(ARTEFACTS)], s, k),
                                                         live=background, reference=image, name=f"artefact {s}"))
+        places["artifact_interference"].append(None)
+    return out, places
+
+
+def box_on_place(box, place: np.ndarray, rng: np.random.Generator, draws: int = 20) -> tuple[bool, float, float]:
+    """An evidence box (x0, y0, x1, y1 as fractions of the image) against a mask of where the damage
+    is -> (the box holds a damaged pixel, the share of `draws` boxes of its size placed at random
+    in the frame that do, the share of the box's area inside the damage's bounding box)."""
+    h, w = place.shape
+    x0, y0, x1, y1 = box
+    bw, bh = max(1, round((x1 - x0) * w)), max(1, round((y1 - y0) * h))
+    # a summed-area table: the damaged pixels in any box in O(1)
+    sat = np.pad(place.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+
+    def holds(c0: int, r0: int) -> bool:
+        c1, r1 = min(w, c0 + bw), min(h, r0 + bh)
+        return sat[r1, c1] - sat[r0, c1] - sat[r1, c0] + sat[r0, c0] > 0
+
+    hit = holds(int(x0 * w), int(y0 * h))
+    chance = float(np.mean([holds(int(rng.integers(0, w - bw + 1)), int(rng.integers(0, h - bh + 1)))
+                            for _ in range(draws)]))
+    ys, xs = np.nonzero(place)
+    px0, px1, py0, py1 = xs.min() / w, (xs.max() + 1) / w, ys.min() / h, (ys.max() + 1) / h
+    overlap = max(0.0, min(x1, px1) - max(x0, px0)) * max(0.0, min(y1, py1) - max(y0, py0))
+    return hit, chance, overlap / max((x1 - x0) * (y1 - y0), 1e-9)
+
+
+def evidence_summary(found: dict[str, list[tuple[bool, float, float]]]) -> dict:
+    """Per metric, over the rungs with a place and an evidence box: how often the strongest box
+    holds a damaged pixel, how often a box of its size at random would, and its mean share inside
+    the damage's bounding box."""
+    out = {}
+    for m, rows in found.items():
+        if rows:
+            hit, chance, inside = (np.array(v, float) for v in zip(*rows, strict=True))
+            out[m] = {"n": len(rows), "touch": round(float(hit.mean()), 4), "touch_chance": round(float(chance.mean()), 4),
+                      "inside": round(float(inside.mean()), 4)}
     return out
 
 
@@ -185,6 +254,7 @@ def summarise(scores: dict[str, np.ndarray]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from casiqa.assessor import Assessor
     from casiqa.cli import parse_config
+    from casiqa.evidence import evidence_boxes
     from casiqa.paths import DEFAULT_MODEL
 
     (cfg,) = parse_config((SanityConfig,), argv, description=__doc__.splitlines()[0])
@@ -192,15 +262,25 @@ def main(argv: list[str] | None = None) -> int:
     assessor = Assessor.load(cfg.model or str(DEFAULT_MODEL))
     scores = {m: [] for m in METRICS}
     turned = []                                       # [cases, 8, M]: each ladder's middle rung, turned
+    found: dict[str, list] = {m: [] for m in METRICS}  # the strongest evidence box against the damage's place
+    rng = np.random.default_rng(0)
     for k, (_, image, mask) in enumerate(tqdm(real, desc="real images")):
-        for metric, inputs in ladders(image, mask, k).items():
+        cases, places = ladder_cases(image, mask, k)
+        for metric, inputs in cases.items():
             heads = assessor.heads(inputs)
             scores[metric].append([[h.score[m] for m in METRICS] for h in heads])
+            j = METRICS.index(metric)
+            for h, place in zip(heads, places[metric], strict=True):
+                where = h.evidence_map(j)
+                boxes = [] if where is None or place is None else evidence_boxes(where)
+                if boxes:
+                    found[metric].append(box_on_place(boxes[0]["box"], place, rng))
             heads = assessor.heads(orientations(inputs[len(inputs) // 2]))
             turned.append([[h.score[m] for m in METRICS] for h in heads])
     arrays = {m: np.array(v) for m, v in scores.items()}
     result = {"model": cfg.model or str(DEFAULT_MODEL), "images": len(real), "severities": SEVERITIES,
-              "ladders": summarise(arrays), "orientation": orientation_spread(np.array(turned))}
+              "ladders": summarise(arrays), "orientation": orientation_spread(np.array(turned)),
+              "evidence": evidence_summary(found)}
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sanity.json").write_text(json.dumps(result, indent=2))
@@ -213,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     for m, r in result["orientation"].items():
         print(f"| {m} | {r['median_spread']:.3f} / {r['p90_spread']:.3f} / {r['max_spread']:.3f} | "
               f"{100 * r['level_changes']:.0f} % |")
+    print("\n| ladder | rungs | strongest box holds damage | a box of its size at random | box inside the damage's bounds |")
+    print("|---|---|---|---|---|")
+    for m, r in result["evidence"].items():
+        print(f"| {m} | {r['n']} | {100 * r['touch']:.0f} % | {100 * r['touch_chance']:.0f} % | {100 * r['inside']:.0f} % |")
     return 0
 
 

@@ -5,7 +5,17 @@ import json
 import numpy as np
 
 from casiqa.inputs import AssessInput
-from evals.sanity import SEVERITIES, geodesic_from_widest, inpaint, ladders, orientation_spread, orientations
+from evals.sanity import (
+    SEVERITIES,
+    box_on_place,
+    evidence_summary,
+    geodesic_from_widest,
+    inpaint,
+    ladder_cases,
+    ladders,
+    orientation_spread,
+    orientations,
+)
 
 
 def _vessel():
@@ -42,6 +52,9 @@ def test_sanity_command(tmp_path, tiny_dir, real_dir):
     assert result["images"] == 2 and set(result["ladders"]) == {"guidewire_visibility", "branch_discernibility",
                                                                 "artifact_interference"}
     assert set(result["orientation"]) == set(result["ladders"])
+    # the tiny test model has damage maps: the wire's and the branches' rungs with damage are scored for evidence
+    assert set(result["evidence"]) == {"guidewire_visibility", "branch_discernibility"}
+    assert all(r["n"] == 2 * (len(SEVERITIES) - 1) for r in result["evidence"].values())
 
 
 def test_orientations_turn_every_image_together_and_spread_is_measured():
@@ -59,3 +72,32 @@ def test_orientations_turn_every_image_together_and_spread_is_measured():
     spread = orientation_spread(scores)
     assert spread["guidewire_visibility"]["max_spread"] == 1.6 and spread["guidewire_visibility"]["level_changes"] == 0.5
     assert spread["branch_discernibility"]["max_spread"] == 0.0 and spread["branch_discernibility"]["level_changes"] == 0.0
+
+
+def test_ladder_places_are_where_the_rung_changed_the_image():
+    image, mask = _vessel()
+    inputs, places = ladder_cases(image, mask, 0)
+    assert places["artifact_interference"] == [None] * len(SEVERITIES)
+    for metric in ("guidewire_visibility", "branch_discernibility"):
+        assert places[metric][0] is None and all(p is not None and p.any() for p in places[metric][1:])
+    sizes = [p.sum() for p in places["branch_discernibility"][1:]]
+    assert all(a < b for a, b in zip(sizes, sizes[1:], strict=False))          # more removed with severity
+    for x, place in zip(inputs["branch_discernibility"][1:], places["branch_discernibility"][1:], strict=True):
+        changed = x.target != image
+        assert changed.any() and not (changed & ~place).any()                  # nothing changed off the place
+    gaps = places["guidewire_visibility"][-1]
+    wire = inputs["guidewire_visibility"][0].target != image                    # the clean wire's pixels
+    assert (gaps & wire).sum() > 0.5 * gaps.sum()                               # the gaps lie on the wire
+
+
+def test_a_box_on_the_damage_touches_it_and_chance_is_a_random_box_of_its_size():
+    place = np.zeros((100, 100), bool)
+    place[10:20, 10:20] = True
+    rng = np.random.default_rng(0)
+    hit, chance, inside = box_on_place((0.1, 0.1, 0.2, 0.2), place, rng, draws=400)
+    assert hit and inside == 1.0 and 0.01 < chance < 0.1                      # ~19 x 19 of 91 x 91 offsets
+    miss = box_on_place((0.5, 0.5, 0.9, 0.9), place, rng)
+    assert not miss[0] and miss[2] == 0.0
+    assert box_on_place((0.0, 0.0, 1.0, 1.0), place, rng)[1] == 1.0            # the whole frame always touches
+    summary = evidence_summary({"guidewire_visibility": [(True, 0.2, 1.0), (False, 0.4, 0.0)], "branch_discernibility": []})
+    assert summary == {"guidewire_visibility": {"n": 2, "touch": 0.5, "touch_chance": 0.3, "inside": 0.5}}
