@@ -104,22 +104,23 @@ def _gaps(severity: float) -> list[tuple[float, float]]:
     return [(start, start + 0.08 * severity) for start in (0.2, 0.45, 0.7)[: int(np.ceil(3 * severity))]]
 
 
-def wire_map(shape, path: np.ndarray, severity: float) -> np.ndarray:
-    """Darkening of a guidewire along `path`, faded and broken by severity."""
+def wire_layer(shape, path: np.ndarray):
+    """The guidewire along `path` rasterised once (casiqa.phantom.raster.TubeLayer), for its rungs."""
     from casiqa.phantom.raster import tube_layer
 
-    layer = tube_layer(path, np.full(len(path), 0.8), shape)
+    return tube_layer(path, np.full(len(path), 0.8), shape)
+
+
+def wire_map(layer, shape, severity: float) -> np.ndarray:
+    """Darkening of the guidewire `layer` (wire_layer), faded and broken by severity."""
     weight = np.full(layer.t.shape, 1.0 - 0.9 * severity)
     for start, end in _gaps(severity):
         weight[(layer.t >= start) & (layer.t < end)] = 0.0
     return ndimage.gaussian_filter(layer.dense(shape, weight), 0.6)
 
 
-def wire_gaps(shape, path: np.ndarray, severity: float) -> np.ndarray:
+def wire_gaps(layer, shape, severity: float) -> np.ndarray:
     """Where `wire_map` breaks the wire at a severity: a mask of its gaps (empty at 0)."""
-    from casiqa.phantom.raster import tube_layer
-
-    layer = tube_layer(path, np.full(len(path), 0.8), shape)
     cut = np.zeros(layer.t.shape, bool)
     for start, end in _gaps(severity):
         cut |= (layer.t >= start) & (layer.t < end)
@@ -142,12 +143,12 @@ def ladder_cases(image: np.ndarray, mask: np.ndarray, k: int):
     finite = dmap[np.isfinite(dmap)]
     out: dict[str, list[AssessInput]] = {m: [] for m in METRICS}
     places: dict[str, list[np.ndarray | None]] = {m: [] for m in METRICS}
-    clean_wire = wire_map(image.shape, path, 0.0)
-    live = np.clip(background - 0.3 * clean_wire, 0, 1)
+    wire = wire_layer(image.shape, path)
+    live = np.clip(background - 0.3 * wire_map(wire, image.shape, 0.0), 0, 1)
     for s in SEVERITIES:
-        wired = np.clip(image - 0.3 * wire_map(image.shape, path, s), 0, 1)
+        wired = np.clip(image - 0.3 * wire_map(wire, image.shape, s), 0, 1)
         out["guidewire_visibility"].append(AssessInput(wired, live=live, reference=image, name=f"wire {s}"))
-        gaps = wire_gaps(image.shape, path, s)
+        gaps = wire_gaps(wire, image.shape, s)
         places["guidewire_visibility"].append(gaps if gaps.any() else None)
         cut = np.quantile(finite, 1.0 - 0.7 * s) if s > 0 else np.inf
         removed = ndimage.binary_dilation(mask & (dmap > cut), iterations=2)
