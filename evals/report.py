@@ -124,6 +124,13 @@ def evidence_table(hits: dict) -> list[str]:
         r = hits.get(m)
         if r:
             lines.append(f"| {m} | {r['n']} | {pct(r['touch'])} | {pct(r['touch_chance'])} | {pct(r['inside'])} |")
+    kinds = [(m, k, r) for m in METRICS for k, r in (hits.get(m) or {}).get("by_kind", {}).items()]
+    if kinds:
+        lines += ["", "By the worst failure's kind:", "",
+                  "| metric | kind | rows | touches the failure | by chance | inside the failure |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {m} | {k} | {r['n']} | {pct(r['touch'])} | {pct(r['touch_chance'])} | {pct(r['inside'])} |"
+                  for m, k, r in kinds]
     return lines + [""]
 
 

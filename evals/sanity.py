@@ -185,16 +185,12 @@ def box_on_place(box, place: np.ndarray, rng: np.random.Generator, draws: int = 
 
 
 def evidence_summary(found: dict[str, list[tuple[bool, float, float]]]) -> dict:
-    """Per metric, over the rungs with a place and an evidence box: how often the strongest box
-    holds a damaged pixel, how often a box of its size at random would, and its mean share inside
-    the damage's bounding box."""
-    out = {}
-    for m, rows in found.items():
-        if rows:
-            hit, chance, inside = (np.array(v, float) for v in zip(*rows, strict=True))
-            out[m] = {"n": len(rows), "touch": round(float(hit.mean()), 4), "touch_chance": round(float(chance.mean()), 4),
-                      "inside": round(float(inside.mean()), 4)}
-    return out
+    """Per metric, over the rungs with a place and an evidence box (`box_on_place` each): how often
+    the strongest box holds a damaged pixel, how often a box of its size at random would, and its
+    mean share inside the damage's bounding box."""
+    from evals.scoring import hit_summary
+
+    return {m: hit_summary(rows) for m, rows in found.items() if rows}
 
 
 def _artefact(image: np.ndarray, kind: str, severity: float, seed: int) -> np.ndarray:

@@ -188,14 +188,22 @@ def explanation_kinds(failures: list[list[dict] | None], explanations: list[dict
 WHOLE_FRAME = (0.0, 0.0, 1.0, 1.0)
 
 
+def hit_summary(rows: list[tuple[float, float, float]]) -> dict:
+    """Evidence boxes against damage, one (touches, touches by chance, share inside) per case ->
+    their count and means (None for no case), as `evidence_hits` and evals.sanity report them."""
+    means = np.asarray(rows, dtype=float).mean(axis=0) if rows else [None] * 3
+    return {"n": len(rows), **{k: None if v is None else round(float(v), 4)
+                               for k, v in zip(("touch", "touch_chance", "inside"), means, strict=True)}}
+
+
 def evidence_hits(failures: list[list[dict] | None], evidence: list[dict[str, list[dict]]], seed: int = 0) -> dict:
     """Per metric, whether the evidence boxes find the failures: over rows with a failure of the
     metric that has a place (a box smaller than the frame) and at least one evidence box, the share
     whose strongest box (largest weight) touches the worst failure's box (`touch`), the same for
     that box moved to a random place in the frame (`touch_chance`: what a box of its size finds
     by luck; large boxes touch most things), and the mean share of the strongest box's area that
-    lies inside the failure's box (`inside`). `evidence`: per row, metric -> the output's evidence
-    list ({"box": [x0, y0, x1, y1], "weight": w})."""
+    lies inside the failure's box (`inside`); `by_kind`, the same per kind of the worst failure.
+    `evidence`: per row, metric -> the output's evidence list ({"box": [x0, y0, x1, y1], "weight": w})."""
     rng = np.random.default_rng(seed)
 
     def overlap(a, b) -> float:
@@ -203,21 +211,19 @@ def evidence_hits(failures: list[list[dict] | None], evidence: list[dict[str, li
 
     out = {}
     for m in METRICS:
-        n = touch = chance = 0
-        inside = 0.0
+        rows, kinds = [], {}
         for fails, ev in zip(failures, evidence, strict=True):
             own = [f for f in fails or [] if f["metric"] == m and tuple(f["bbox"]) != WHOLE_FRAME]
             boxes = ev.get(m) or []
             if not own or not boxes:
                 continue
-            worst = max(own, key=lambda f: f["severity"])["bbox"]
+            worst = max(own, key=lambda f: f["severity"])
             top = max(boxes, key=lambda e: e["weight"])["box"]
             w, h = top[2] - top[0], top[3] - top[1]
             x, y = rng.uniform(0.0, 1.0 - w), rng.uniform(0.0, 1.0 - h)
-            n += 1
-            touch += overlap(top, worst) > 0
-            chance += overlap((x, y, x + w, y + h), worst) > 0
-            inside += overlap(top, worst) / max(w * h, 1e-9)
-        out[m] = {"n": n, "touch": round(touch / n, 4) if n else None,
-                  "touch_chance": round(chance / n, 4) if n else None, "inside": round(inside / n, 4) if n else None}
+            row = (overlap(top, worst["bbox"]) > 0, overlap((x, y, x + w, y + h), worst["bbox"]) > 0,
+                   overlap(top, worst["bbox"]) / max(w * h, 1e-9))
+            rows.append(row)
+            kinds.setdefault(worst["kind"], []).append(row)
+        out[m] = {**hit_summary(rows), "by_kind": {k: hit_summary(v) for k, v in sorted(kinds.items())}}
     return out

@@ -281,9 +281,14 @@ def test_evidence_hits_says_whether_the_strongest_box_finds_the_worst_failure():
     assert g["n"] == 2 and g["touch"] == 0.5                  # row 0's strongest box is on the gaps; row 1's misses
     assert g["inside"] == round((0.75 + 0.0) / 2, 4)         # 0.1 x 0.15 of the 0.1 x 0.2 box lies inside
     assert 0.0 <= g["touch_chance"] <= 1.0
-    assert out[br] == {"n": 0, "touch": None, "touch_chance": None, "inside": None}
-    row = next(line for line in evidence_table(out) if line.startswith(f"| {gw} |"))
+    assert out[br] == {"n": 0, "touch": None, "touch_chance": None, "inside": None, "by_kind": {}}
+    # by the worst failure's kind: row 0's is the gaps (found), row 1's the fade (missed)
+    assert {k: (r["n"], r["touch"], r["inside"]) for k, r in g["by_kind"].items()} == {
+        "wire_gaps": (1, 1.0, 0.75), "wire_fade": (1, 0.0, 0.0)}
+    lines = evidence_table(out)
+    row = next(line for line in lines if line.startswith(f"| {gw} | 2 "))
     assert row.startswith(f"| {gw} | 2 | 50% | ") and row.endswith("| 38% |")
+    assert any(line.startswith(f"| {gw} | wire_gaps | 1 | 100% | ") for line in lines)
     # a box as large as the frame touches any failure, by chance as well
     whole = [{gw: [{"box": [0.0, 0.0, 1.0, 1.0], "weight": 1.0}]}] * 2
     big = evidence_hits(fails[:2], whole)[gw]
