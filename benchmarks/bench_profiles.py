@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     history = profile_warm_up(must, train, val, ProfileWarmupConfig(
         epochs=args.profile_epochs, seed=training_args.seed, loss=args.profile_loss, train_points=args.profile_train_points,
         point_weight=args.profile_point_weight, bf16=args.profile_bf16,
-        weight_decay=args.profile_weight_decay),
+        weight_decay=args.profile_weight_decay, mixup=args.profile_mixup, mixup_of=args.profile_mixup_of, mixup_metrics=tuple(args.profile_mixup_metrics)),
                               log=lambda e: print(json.dumps(e), flush=True) if len(e) > 2 else None)
     seconds = time.perf_counter() - start
     scorer = must.profile_scorer

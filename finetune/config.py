@@ -62,6 +62,13 @@ class CasIqaArguments:
         "help": "stage 1p: AdamW weight decay of the profile scorer; 0.1 ranked validation's guidewire ~0.007 higher "
                 "than 0.01 over two seeds, the branches alike, but a full run with it and 64 points scored the test "
                 "split no better (training log, eighteenth session)"})
+    profile_mixup: float = field(default=0.0, metadata={
+        "help": "stage 1p: mixup, each training row mixed with another of its batch by a share drawn from "
+                "Beta(a, a), its targets as much; a > 0 is a, 0 is off (finetune/profile_warmup.py)"})
+    profile_mixup_of: str = field(default="points", metadata={
+        "help": "stage 1p: what mixup mixes: points (the two rows' point sets) or features (their pooled features)"})
+    profile_mixup_metrics: list[str] = field(default_factory=list, metadata={
+        "help": "stage 1p: the scored metrics that mixup mixes (their structures' inputs and targets); empty: all"})
     profile_bf16: bool = field(default=False, metadata={
         "help": "stage 1p: bf16 autocast of the profile scorer's forward pass (losses in fp32); ~2x per step on a "
                 "CPU with AVX512-BF16 (benchmarks/bench_profile_step.py)"})
@@ -196,9 +203,10 @@ class CasIqaArguments:
         if self.profile_scores and not (self.must and self.pixel_path and self.pixel_tophat and self.pixel_warmup_epochs):
             raise ValueError("profile_scores needs MUST's pixel path with its top-hat planes (must, pixel_path, "
                              "pixel_tophat) and stage 1 (pixel_warmup_epochs > 0), whose pixel cache it is trained on")
-        from finetune.profile_warmup import check_loss
+        from finetune.profile_warmup import check_loss, check_mixup
 
         check_loss(self.profile_loss)
+        check_mixup(self.profile_mixup, self.profile_mixup_of, self.profile_mixup_metrics)
         if self.profile_scores and self.profile_point_weight and not self.pixel_warmup_dense_weight:
             raise ValueError("profile_point_weight reads the rows' dense damage maps, which stage 1 caches only with "
                              "pixel_warmup_dense_weight > 0 (and pixel_dense): set it, or profile_point_weight 0")

@@ -41,13 +41,36 @@ class ProfileWarmupConfig:
                                      # both: their sum (PROFILE_LOSSES)
     point_weight: float = 0.0        # BCE of each point's damage (its row's dense damage map there), this much
     bf16: bool = False               # bf16 autocast of the forward pass (losses in fp32)
+    mixup: float = 0.0               # > 0: each training row mixed with another of its batch, by a share drawn
+                                     # from Beta(mixup, mixup), and its targets as much (MIXUPS); 0: off
+    mixup_of: str = "points"         # points: the two rows' point sets; features: their pooled features
+    mixup_metrics: tuple[str, ...] = ()  # the scored metrics mixed (the others' rows and targets stay); (): all
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
+        check_mixup(self.mixup, self.mixup_of, self.mixup_metrics)
+
+
+# what stage 1p's mixup mixes: `points`, a row's points with another's (the share of points taken from
+# each is the share of its targets: a tree with half its points from a pruned one is half as pruned);
+# `features`, the two rows' pooled features (manifold mixup)
+MIXUPS = ("points", "features")
 
 
 PROFILE_LOSSES = ("levels", "mos", "both")
+
+
+def check_mixup(mixup: float, of: str, metrics) -> None:
+    """Refuse a stage-1p mixup that cannot run: a negative concentration, an unknown MIXUPS mode, a
+    metric not scored from profiles (PROFILE_STRUCTURE); the training arguments check it too."""
+    if mixup < 0:
+        raise ValueError(f"profile mixup must be >= 0 (0: off), not {mixup}")
+    if of not in MIXUPS:
+        raise ValueError(f"profile mixup_of {of!r} is not one of {list(MIXUPS)}")
+    unknown = [m for m in metrics if m not in PROFILE_STRUCTURE]
+    if unknown:
+        raise ValueError(f"profile mixup metric(s) {unknown} are not scored from profiles ({list(PROFILE_STRUCTURE)})")
 
 
 def check_loss(loss: str) -> None:
@@ -161,6 +184,10 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
         # one linear probe per scored metric: a point's feature -> the damage there; for this stage only
         probes = torch.nn.ModuleList(torch.nn.Linear(scorer.hidden, 1) for _ in scorer.scored).to(device)
         params += list(probes.parameters())
+    unknown = [m for m in cfg.mixup_metrics if m not in scorer.scored]
+    if unknown:
+        raise ValueError(f"profile mixup metric(s) {unknown} are not scored from profiles ({list(scorer.scored)})")
+    mixed = torch.tensor([not cfg.mixup_metrics or m in cfg.mixup_metrics for m in scorer.scored])   # [S]
     opt = torch.optim.AdamW(params, cfg.learning_rate / 2, weight_decay=cfg.weight_decay)
     per_epoch = (len(profiles) + cfg.batch_size - 1) // cfg.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=max(1, cfg.epochs * per_epoch))
@@ -174,15 +201,33 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
         for i in range(0, len(profiles), cfg.batch_size):
             b = order[i:i + cfg.batch_size]
             k = torch.randperm(n)[:cfg.train_points]
-            shown = valid[b][:, :, k].to(device)
+            shown = valid[b][:, :, k]
+            x = profiles[b][:, :, k].float()
+            lv, ms = levels[b], mos[b]
+            if cfg.point_weight:
+                at, knew = labels[b][:, :, k], known[b][:, None, None].expand_as(shown)
+            if cfg.mixup:
+                lam, other = mix_draw(len(b), cfg.mixup, cfg.mixup_of, len(k))
+                share = torch.where(mixed, lam[:, None], 1.0)                             # [B, S] own share
+                if cfg.mixup_of == "points":
+                    x, shown = mix_points(x, share, other), mix_points(shown, share, other)
+                    if cfg.point_weight:
+                        at, knew = mix_points(at, share, other), mix_points(knew, share, other)
+                lv = share[..., None] * lv + (1 - share[..., None]) * lv[other]
+                ms = share * ms + (1 - share) * ms[other]
+            shown = shown.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                logits, features = scorer(profiles[b][:, :, k].to(device).float(), shown, per_point=True)
+                pooled, features = scorer.encode(x.to(device), shown)
+                if cfg.mixup and cfg.mixup_of == "features":
+                    w = share.to(device)[..., None]
+                    pooled = w * pooled + (1 - w) * pooled[other.to(device)]
+                logits = scorer.score(pooled)
                 if cfg.point_weight:
                     z = torch.stack([probe(features[:, j]).squeeze(-1) for j, probe in enumerate(probes)], dim=1)
-            loss = scorer_loss(logits.float(), levels[b].to(device), mos[b].to(device), cfg.loss)
+            loss = scorer_loss(logits.float(), lv.to(device), ms.to(device), cfg.loss)
             if cfg.point_weight:
-                mask = (shown & known[b].to(device)[:, None, None]).float()                # [B, S, n']
-                bce = F.binary_cross_entropy_with_logits(z.float(), labels[b][:, :, k].to(device), reduction="none")
+                mask = (shown & knew.to(device)).float()                                    # [B, S, n']
+                bce = F.binary_cross_entropy_with_logits(z.float(), at.to(device), reduction="none")
                 point_loss = (bce * mask).sum() / mask.sum().clamp(min=1.0)
                 loss = loss + cfg.point_weight * point_loss
                 point_losses.append(point_loss.item())
@@ -206,6 +251,25 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
     scorer.trained.fill_(1.0)
     scorer.eval()
     return history
+
+
+def mix_draw(rows: int, alpha: float, of: str, points: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's mixup: (each row's own share [rows], drawn from Beta(alpha, alpha) and for `points`
+    rounded to a whole number of its `points`; the row it is mixed with [rows], a permutation)."""
+    lam = torch.distributions.Beta(alpha, alpha).sample((rows,))
+    if of == "points":
+        lam = (lam * points).round() / points
+    return lam, torch.randperm(rows)
+
+
+def mix_points(x: torch.Tensor, share: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """Per-point values x [B, S, n, ...] of a batch and each row's own share [B, S] -> per structure,
+    row i's first round(share * n) points its own, the rest row other[i]'s at the same places (the
+    points of a batch are a random subset, so the first ones are any)."""
+    n = x.shape[2]
+    own = torch.arange(n) < (share * n).round()[..., None]                             # [B, S, n]
+    own = own.reshape(*own.shape, *([1] * (x.dim() - 3)))
+    return torch.where(own, x, x[other])
 
 
 SHARE_GRID = tuple(round(0.05 * i, 2) for i in range(21))

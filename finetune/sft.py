@@ -87,7 +87,7 @@ WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path"
                  "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_profiles", "profile_scores",
                  "profile_epochs", "profile_loss", "profile_half_px", "profile_samples", "profile_along",
                  "profile_centre_lines", "profile_point_weight", "profile_bf16", "profile_train_points",
-                 "profile_weight_decay",
+                 "profile_weight_decay", "profile_mixup", "profile_mixup_of", "profile_mixup_metrics",
                  "pixel_dense",
                  "pool",
                  "findings", "use_aux",
@@ -163,7 +163,8 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
         profiles = profile_warm_up(must, data, check, ProfileWarmupConfig(
             epochs=args.profile_epochs, loss=args.profile_loss, point_weight=args.profile_point_weight,
             bf16=args.profile_bf16, train_points=args.profile_train_points,
-            weight_decay=args.profile_weight_decay, seed=training_args.seed),
+            weight_decay=args.profile_weight_decay, mixup=args.profile_mixup, mixup_of=args.profile_mixup_of, mixup_metrics=tuple(args.profile_mixup_metrics),
+            seed=training_args.seed),
                                    log=lambda e: print(json.dumps(e)),
                                    progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
         shares = fit_shares(must, check)                                           # the scorer's weight per metric

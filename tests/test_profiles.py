@@ -468,3 +468,39 @@ def test_the_scorer_along_reads_twice_the_planes_and_keeps_its_symmetry():
     assert must.profile_scorer.along
     assert not Must(MustSettings(pixel_tophat=5, profile_scores=True), dim=16, patch_dim=8, metrics=METRICS,
                     n_levels=len(LEVELS), n_paths=1).profile_scorer.along
+
+
+def test_mixup_takes_each_rows_share_of_points_from_itself_and_the_rest_from_its_partner():
+    from finetune.profile_warmup import mix_draw, mix_points
+
+    x = torch.arange(2 * 2 * 4, dtype=torch.float32).reshape(2, 2, 4)            # [B, S, n]
+    share = torch.tensor([[0.5, 1.0], [0.25, 1.0]])                                 # the second structure not mixed
+    out = mix_points(x, share, torch.tensor([1, 0]))
+    assert out.tolist() == [[[0, 1, 10, 11], [4, 5, 6, 7]], [[8, 1, 2, 3], [12, 13, 14, 15]]]
+    profiles = torch.randn(2, 2, 4, 3, 5)                                           # per-point trailing dims follow
+    assert torch.equal(mix_points(profiles, share, torch.tensor([1, 0]))[0, 0, 2:], profiles[1, 0, 2:])
+    lam, other = mix_draw(64, 0.4, "points", 128)
+    assert torch.equal(lam * 128, (lam * 128).round()) and sorted(other.tolist()) == list(range(64))
+
+
+@pytest.mark.parametrize("of", ["points", "features"])
+def test_profile_stage_with_mixup_still_learns_the_fade(of):
+    from finetune.profile_warmup import ProfileWarmupConfig, profile_warm_up
+
+    must = _scored_must()
+    rows = _wire_rows()
+    log = profile_warm_up(must, rows, rows, ProfileWarmupConfig(epochs=10, batch_size=8, train_points=32, mixup=0.4,
+                                                                 mixup_of=of, mixup_metrics=("guidewire_visibility",)))
+    assert log[-1]["loss"] < log[0]["loss"] and log[-1]["val_guidewire_visibility_srcc"] > 0.8
+
+
+def test_a_mixup_that_cannot_run_is_refused_at_parse_time():
+    from finetune.config import CasIqaArguments
+    from finetune.profile_warmup import ProfileWarmupConfig
+
+    with pytest.raises(ValueError, match="profile mixup must be >= 0"):
+        CasIqaArguments(profile_mixup=-0.1)
+    with pytest.raises(ValueError, match="mixup_of 'tokens' is not one of"):
+        CasIqaArguments(profile_mixup_of="tokens")
+    with pytest.raises(ValueError, match=r"\['artifact_interference'\] are not scored from profiles"):
+        ProfileWarmupConfig(mixup_metrics=("artifact_interference",))

@@ -273,15 +273,23 @@ class ProfileScorer(nn.Module):
                 per_point: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Profiles [B, S, N, C, L], valid [B, S, N] -> level logits [B, S, L] (S: `scored`); with
         `per_point`, also each point's feature [B, S, N, hidden] (stage 1p's point loss reads them)."""
-        out, points = [], []
-        for j, (enc, head) in enumerate(zip(self.encoders, self.heads, strict=True)):
-            got = enc(profiles[:, j:j + 1], valid[:, j:j + 1], per_point=per_point)
-            pooled = got[0] if per_point else got
-            out.append(head(pooled[:, 0]))
-            if per_point:
-                points.append(got[1][:, 0])
-        out = torch.stack(out, dim=1)
-        return (out, torch.stack(points, dim=1)) if per_point else out
+        pooled, points = self.encode(profiles, valid)
+        out = self.score(pooled)
+        return (out, points) if per_point else out
+
+    def encode(self, profiles: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Profiles [B, S, N, C, L], valid [B, S, N] -> (each scored metric's pooled profile feature
+        [B, S, hidden], each point's feature [B, S, N, hidden]): the scorer up to its heads."""
+        pooled, points = [], []
+        for j, enc in enumerate(self.encoders):
+            got, per = enc(profiles[:, j:j + 1], valid[:, j:j + 1], per_point=True)
+            pooled.append(got[:, 0])
+            points.append(per[:, 0])
+        return torch.stack(pooled, dim=1), torch.stack(points, dim=1)
+
+    def score(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled features [B, S, hidden] (`encode`) -> level logits [B, S, L]."""
+        return torch.stack([head(pooled[:, j]) for j, head in enumerate(self.heads)], dim=1)
 
     def mix(self, logits: torch.Tensor, x: torch.Tensor, views: bool = False) -> torch.Tensor:
         """Heads' level logits [B, M, L] of the samples whose planes are x [B, C, H, W] -> the logits
