@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from casiqa.evidence import evidence_boxes
+from casiqa.evidence import box_damage, evidence_boxes
 from casiqa.imaging import to_model_image
 from casiqa.inputs import AssessInput
 from casiqa.metrics import METRIC_TITLES, METRICS, SCORE_DECIMALS, level_of
@@ -42,6 +42,15 @@ class HeadResult:
         if self.damage is not None:
             return self.damage[metric]
         return None if self.routing is None else self.routing[..., metric]
+
+    def evidence(self, metric: int) -> list[dict]:
+        """A metric's evidence boxes (`evidence_boxes` of `evidence_map`), each with the damage map's
+        peak inside it where they come from one (`box_damage`); none with MUST off."""
+        where = self.evidence_map(metric)
+        if where is None:
+            return []
+        boxes = evidence_boxes(where)
+        return boxes if self.damage is None else box_damage(self.damage[metric], boxes)
 
     @property
     def levels(self) -> tuple[str, ...]:
@@ -206,8 +215,7 @@ class Assessor:
     def _report(self, inp: AssessInput, head: HeadResult, written: dict | None) -> Assessment:
         metrics = {}
         for j, m in enumerate(METRICS):
-            where = head.evidence_map(j)
-            evidence = [] if where is None else evidence_boxes(where)
+            evidence = head.evidence(j)
             explanation = written[m]["explanation"] if written else "explanation not generated (scores only)"
             metrics[m] = {"score": head.score[m], "level": level_of(head.score[m]),
                           "confidence": round(head.confidence[m], 3), "explanation": explanation, "evidence": evidence}

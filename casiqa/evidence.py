@@ -6,7 +6,9 @@ model has one) or MUST's routing map (how much each visual token was routed to t
 branch). Places above the map's median are its evidence; connected groups of the strongest of
 them become boxes, weighted by their share of the excess mass. A map whose mass is scattered so
 that no group reaches `min_share` still names its strongest group: a score always has a "where
-to look", and the small weight says how little it stands out.
+to look", and the small weight says how little it stands out. Boxes from a damage map also carry
+the map's peak inside them (`box_damage`): how damaged that place looks, which a routing map
+cannot say.
 """
 
 from __future__ import annotations
@@ -37,6 +39,23 @@ def evidence_boxes(weights: np.ndarray, max_boxes: int = 3, min_share: float = 0
     boxes.sort(key=lambda b: -b["weight"])
     kept = [b for b in boxes if b["weight"] >= min_share]
     return (kept or boxes[:1])[:max_boxes]
+
+
+def box_damage(damage: np.ndarray, boxes: list[dict]) -> list[dict]:
+    """A metric's damage map [h, w] (0..1, the map the boxes came from) and its `evidence_boxes` ->
+    the boxes, each with "damage": the map's peak inside it. The weight says how much a box stands
+    out from the rest of its map (a clean image still has a strongest place); the damage says how
+    damaged the place looks, on the scale the map was trained on (a failure's severity there)."""
+    damage = np.asarray(damage, dtype=np.float64)
+    h, w = damage.shape
+    out = []
+    for b in boxes:
+        x0, y0, x1, y1 = b["box"]
+        ys = slice(int(round(y0 * h)), max(int(round(y1 * h)), int(round(y0 * h)) + 1))
+        xs = slice(int(round(x0 * w)), max(int(round(x1 * w)), int(round(x0 * w)) + 1))
+        peak = float(np.clip(damage[ys, xs].max(), 0.0, 1.0))
+        out.append({**b, "damage": round(peak, 4)})
+    return out
 
 
 def upsample(weights: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

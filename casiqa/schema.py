@@ -91,6 +91,9 @@ class Evidence(BaseModel):
     model_config = ConfigDict(extra="forbid")
     box: tuple[float, float, float, float] = Field(description="x0, y0, x1, y1 as fractions of the image")
     weight: float = Field(ge=0.0, le=1.0, description="share of the metric's evidence-map mass inside the box")
+    damage: float | None = Field(default=None, ge=0.0, le=1.0, description=(
+        "the damage map's peak inside the box: how damaged the place looks (0 intact, 1 as severe as a failure "
+        "gets); null for boxes from a routing map, which says where the model looked, not how damaged it is"))
 
     @model_validator(mode="after")
     def _ordered(self) -> Evidence:

@@ -5,7 +5,8 @@
 One row per case, one column per metric: the synthetic angiogram under the map the assessor's
 evidence boxes for that metric come from (the model's damage map: how damaged each place looks;
 in a model without one, its routing map: how much each visual token was routed to the metric's
-branch), those boxes (solid, with their weight: the share of the map's excess mass) and the
+branch), those boxes (solid, with their weight: the share of the map's excess mass, and from a damage map
+their damage: the map's peak inside them, how damaged the place looks) and the
 phantom's failure boxes of that metric (dashed), titled with the model's score and the panel's MOS.
 Cases are picked so that every metric has a failure in some row and the rows differ (the first
 case of the split with a failure of each kind order).
@@ -35,6 +36,11 @@ def pick_cases(rows, n: int) -> list[int]:
     return chosen
 
 
+def box_label(box: dict) -> str:
+    """An evidence box's label on the overlay: its weight, and its damage where it has one."""
+    return f"{box['weight']:.2f}" if box.get("damage") is None else f"{box['weight']:.2f} / {box['damage']:.2f}"
+
+
 def draw(rows, indices: list[int], heads, out: Path) -> None:
     import matplotlib
 
@@ -43,7 +49,7 @@ def draw(rows, indices: list[int], heads, out: Path) -> None:
     from matplotlib.patches import Rectangle
 
     from casiqa.data.rows import grey_image
-    from casiqa.evidence import evidence_boxes, upsample
+    from casiqa.evidence import upsample
 
     fig, axes = plt.subplots(len(indices), len(METRICS), figsize=(3.2 * len(METRICS), 3.3 * len(indices)), squeeze=False)
     for r, (i, head) in enumerate(zip(indices, heads, strict=True)):
@@ -57,10 +63,10 @@ def draw(rows, indices: list[int], heads, out: Path) -> None:
             where = head.evidence_map(j)
             if where is not None:
                 ax.imshow(upsample(where, (h, w)), cmap="magma", alpha=0.35, vmin=0, vmax=1)
-                for b in evidence_boxes(where):
+                for b in head.evidence(j):
                     x0, y0, x1, y1 = b["box"]
                     ax.add_patch(Rectangle((x0 * w, y0 * h), (x1 - x0) * w, (y1 - y0) * h, fill=False, ec="cyan", lw=1.5))
-                    ax.text(x0 * w + 2, y0 * h + 2, f"{b['weight']:.2f}", color="cyan", fontsize=7, va="top",
+                    ax.text(x0 * w + 2, y0 * h + 2, box_label(b), color="cyan", fontsize=7, va="top",
                             bbox={"facecolor": "black", "alpha": 0.5, "pad": 0.5, "lw": 0})
             for f in failures:
                 if f["metric"] == m:
@@ -72,7 +78,8 @@ def draw(rows, indices: list[int], heads, out: Path) -> None:
             ax.set_title(f"{METRIC_TITLES[m]}\nscore {head.score[m]:.2f} (MOS {mos:.2f})\n{kinds}", fontsize=8)
             ax.axis("off")
     kind = "damage map" if any(hd.damage is not None for hd in heads) else "routing map"
-    fig.suptitle(f"model {kind} (heat), model evidence boxes with their weight (cyan), "
+    label = "weight / damage" if any(hd.damage is not None for hd in heads) else "weight"
+    fig.suptitle(f"model {kind} (heat), model evidence boxes with their {label} (cyan), "
                  "phantom failure boxes (yellow, dashed)", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

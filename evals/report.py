@@ -134,6 +134,32 @@ def evidence_table(hits: dict) -> list[str]:
     return lines + [""]
 
 
+def damage_table(separation: dict) -> list[str]:
+    """Markdown lines: whether the evidence boxes' damage tells damaged rows from clean ones
+    (evals.scoring.damage_separation)."""
+    lines = ["## Does the evidence boxes' damage tell a failure from none?", "",
+             "Each row's highest box damage (the damage map's peak inside a box): its medians on rows with and "
+             "without a failure of the metric, and the AUC of telling them apart by it (0.5: no better than a "
+             "coin).", "",
+             "| metric | rows with a failure | median | rows without | median | AUC |", "|---|---|---|---|---|---|"]
+    for m in METRICS:
+        r = separation.get(m)
+        if r:
+            lines.append(f"| {m} | {r['n_damaged']} | {num(r['median_damaged'])} | {r['n_clean']} | "
+                         f"{num(r['median_clean'])} | {num(r['auc'])} |")
+    kinds = [(m, k, r) for m in METRICS for k, r in (separation.get(m) or {}).get("by_kind", {}).items()]
+    if kinds:
+        lines += ["", "By the worst failure's kind, against the rows without a failure of the metric:", "",
+                  "| metric | kind | rows | median damage | AUC |", "|---|---|---|---|---|"]
+        lines += [f"| {m} | {k} | {r['n']} | {num(r['median'])} | {num(r['auc'])} |" for m, k, r in kinds]
+    return lines + [""]
+
+
+def num(v: float | None) -> str:
+    """A figure for a table: two decimals, or a dash for none."""
+    return "-" if v is None else f"{v:.2f}"
+
+
 def write_report(out: Path, metrics: dict, systems: dict) -> None:
     lines = [f"# Eval: {metrics['model']} on {metrics['data']} [{metrics['split']}]", "",
              f"{metrics['n_rows']} rows; schema-valid outputs {metrics['schema_valid_rate']:.1%}; "
@@ -158,6 +184,8 @@ def write_report(out: Path, metrics: dict, systems: dict) -> None:
         lines += explanation_table(metrics["explanation_kinds"])
     if metrics.get("evidence_boxes"):
         lines += evidence_table(metrics["evidence_boxes"])
+    if metrics.get("evidence_damage"):
+        lines += damage_table(metrics["evidence_damage"])
     lines += ["## Plots", ""]
     if "CAS-IQA" in systems:
         pred, truth = systems["CAS-IQA"]

@@ -28,7 +28,7 @@ from casiqa.inputs import AssessInput
 from casiqa.metrics import METRICS
 from casiqa.schema import Assessment
 from evals.results import ResultsWriter, read_done
-from evals.scoring import by_failure_kind, confusion, evidence_hits, explanation_kinds, latency, metric_table
+from evals.scoring import by_failure_kind, confusion, damage_separation, evidence_hits, explanation_kinds, latency, metric_table
 
 
 @dataclass
@@ -233,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         if any(f is not None for f in failures):  # do the evidence boxes find the failures?
             evidence = [{m: v["evidence"] for m, v in validate(r["raw"])[0]["metrics"].items()} for r in valid]
             metrics["evidence_boxes"] = evidence_hits(failures, evidence, cfg.seed)
+            separation = damage_separation(failures, evidence)
+            if separation:
+                metrics["evidence_damage"] = separation
         if cfg.generate and any(f is not None for f in failures):  # do the explanations name the rows' failures?
             answers = [validate(r["raw"])[0]["metrics"] for r in valid]
             explanations = [{m: v["explanation"] for m, v in a.items()} for a in answers]

@@ -193,6 +193,26 @@ def evidence_summary(found: dict[str, list[tuple[bool, float, float]]]) -> dict:
     return {m: hit_summary(rows) for m, rows in found.items() if rows}
 
 
+def damage_by_rung(peaks: dict[str, np.ndarray]) -> dict:
+    """Per ladder, its metric's highest evidence-box damage [images, rungs] (NaN where the boxes
+    carry none: a routing map) -> its mean per rung, the pooled Spearman of severity against it and
+    the AUC of the worst rung's against the intact rung's (does the damage say the frame was
+    damaged?); a ladder without any damage is left out."""
+    from evals.scoring import auc
+
+    out = {}
+    for m, v in peaks.items():
+        if v.size == 0 or np.isnan(v).all():
+            continue
+        sev = np.broadcast_to(np.asarray(SEVERITIES, dtype=float), v.shape)
+        ok = ~np.isnan(v)
+        apart = auc(list(v[ok[:, -1], -1]), list(v[ok[:, 0], 0]))
+        out[m] = {"mean_by_rung": [round(float(np.nanmean(c)), 4) for c in v.T],
+                  "pooled_srcc": round(float(spearmanr(sev[ok], v[ok])[0]), 4),
+                  "auc_intact_worst": None if apart is None else round(apart, 4)}
+    return out
+
+
 def _artefact(image: np.ndarray, kind: str, severity: float, seed: int) -> np.ndarray:
     from casiqa.phantom.failures import KINDS, Failure
     from casiqa.phantom.failures.base import View
@@ -251,7 +271,6 @@ def summarise(scores: dict[str, np.ndarray]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     from casiqa.assessor import Assessor
     from casiqa.cli import parse_config
-    from casiqa.evidence import evidence_boxes
     from casiqa.paths import DEFAULT_MODEL
 
     (cfg,) = parse_config((SanityConfig,), argv, description=__doc__.splitlines()[0])
@@ -260,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     scores = {m: [] for m in METRICS}
     turned = []                                       # [cases, 8, M]: each ladder's middle rung, turned
     found: dict[str, list] = {m: [] for m in METRICS}  # the strongest evidence box against the damage's place
+    peaks: dict[str, list] = {m: [] for m in METRICS}  # [images, rungs]: the highest box damage of the ladder's metric
     rng = np.random.default_rng(0)
     for k, (_, image, mask) in enumerate(tqdm(real, desc="real images")):
         cases, places = ladder_cases(image, mask, k)
@@ -267,17 +287,22 @@ def main(argv: list[str] | None = None) -> int:
             heads = assessor.heads(inputs)
             scores[metric].append([[h.score[m] for m in METRICS] for h in heads])
             j = METRICS.index(metric)
+            rungs = []
             for h, place in zip(heads, places[metric], strict=True):
-                where = h.evidence_map(j)
-                boxes = [] if where is None or place is None else evidence_boxes(where)
-                if boxes:
+                boxes = h.evidence(j)
+                if boxes and place is not None:
                     found[metric].append(box_on_place(boxes[0]["box"], place, rng))
+                rungs.append(max((b["damage"] for b in boxes if b.get("damage") is not None), default=np.nan))
+            peaks[metric].append(rungs)
             heads = assessor.heads(orientations(inputs[len(inputs) // 2]))
             turned.append([[h.score[m] for m in METRICS] for h in heads])
     arrays = {m: np.array(v) for m, v in scores.items()}
     result = {"model": cfg.model or str(DEFAULT_MODEL), "images": len(real), "severities": SEVERITIES,
               "ladders": summarise(arrays), "orientation": orientation_spread(np.array(turned)),
               "evidence": evidence_summary(found)}
+    damage = damage_by_rung({m: np.array(v, dtype=float) for m, v in peaks.items()})
+    if damage:
+        result["evidence_damage"] = damage
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sanity.json").write_text(json.dumps(result, indent=2))
@@ -294,6 +319,14 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|---|")
     for m, r in result["evidence"].items():
         print(f"| {m} | {r['n']} | {100 * r['touch']:.0f} % | {100 * r['touch_chance']:.0f} % | {100 * r['inside']:.0f} % |")
+    if damage:
+        from evals.report import num
+
+        print("\n| ladder | its metric's highest box damage by rung | pooled SRCC(severity, damage) | AUC intact vs worst rung |")
+        print("|---|---|---|---|")
+        for m, r in damage.items():
+            print(f"| {m} | {' / '.join(f'{v:.2f}' for v in r['mean_by_rung'])} | {r['pooled_srcc']:.3f} | "
+                  f"{num(r['auc_intact_worst'])} |")
     return 0
 
 

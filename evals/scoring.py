@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 
 from casiqa.metrics import METRICS, level_index, says_damaged
 from casiqa.stats import agreement, krcc, plcc, srcc
@@ -226,4 +227,49 @@ def evidence_hits(failures: list[list[dict] | None], evidence: list[dict[str, li
             rows.append(row)
             kinds.setdefault(worst["kind"], []).append(row)
         out[m] = {**hit_summary(rows), "by_kind": {k: hit_summary(v) for k, v in sorted(kinds.items())}}
+    return out
+
+
+def auc(positive: list[float], negative: list[float]) -> float | None:
+    """The chance that a positive value exceeds a negative one (ties half): the area under the ROC
+    curve of telling them apart by the value; None when either side is empty."""
+    if not positive or not negative:
+        return None
+    ranks = rankdata(np.concatenate([positive, negative]))
+    n1, n0 = len(positive), len(negative)
+    return float((ranks[:n1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def damage_separation(failures: list[list[dict] | None], evidence: list[dict[str, list[dict]]]) -> dict:
+    """Per metric, whether the evidence boxes' damage (the damage map's peak inside a box) tells the
+    rows with a failure of the metric from the rows without: each row's highest box damage, the
+    AUC between the two groups, their medians and counts; `by_kind`, the AUC of the rows whose
+    worst failure is of each kind against the clean rows. Rows without failure records, or whose
+    boxes carry no damage (a routing map), are left out; a metric with none is absent."""
+    out = {}
+    for m in METRICS:
+        clean, damaged, kinds = [], [], {}
+        for fails, ev in zip(failures, evidence, strict=True):
+            peaks = [e["damage"] for e in ev.get(m) or [] if e.get("damage") is not None]
+            if fails is None or not peaks:
+                continue
+            own = [f for f in fails if f["metric"] == m]
+            if own:
+                damaged.append(max(peaks))
+                kinds.setdefault(max(own, key=lambda f: f["severity"])["kind"], []).append(max(peaks))
+            else:
+                clean.append(max(peaks))
+        if not clean and not damaged:
+            continue
+
+        def median(v: list[float]) -> float | None:
+            return round(float(np.median(v)), 4) if v else None
+
+        def rounded(a: float | None) -> float | None:
+            return None if a is None else round(a, 4)
+
+        out[m] = {"auc": rounded(auc(damaged, clean)), "n_damaged": len(damaged), "n_clean": len(clean),
+                  "median_damaged": median(damaged), "median_clean": median(clean),
+                  "by_kind": {k: {"n": len(v), "auc": rounded(auc(v, clean)), "median": median(v)}
+                              for k, v in sorted(kinds.items())}}
     return out

@@ -169,6 +169,9 @@ def test_eval_command_end_to_end(tmp_path, tiny_dir):
     kinds = metrics["by_failure_kind"]
     assert set(kinds) == set(METRICS) and sum(r["n"] for r in kinds[METRICS[0]].values()) == n_test
     assert "## CAS-IQA by failure kind" in (out / "report.md").read_text()
+    # the tiny model has damage maps: its boxes carry their damage, measured against the failures
+    assert set(metrics["evidence_damage"]) == set(METRICS)
+    assert "## Does the evidence boxes' damage tell a failure from none?" in (out / "report.md").read_text()
     assert main(args) == 0  # a rerun resumes: nothing left to assess
     assert len((out / "results.jsonl").read_text().splitlines()) == n_test
     assert compare([str(out)]) == 0
@@ -293,3 +296,36 @@ def test_evidence_hits_says_whether_the_strongest_box_finds_the_worst_failure():
     whole = [{gw: [{"box": [0.0, 0.0, 1.0, 1.0], "weight": 1.0}]}] * 2
     big = evidence_hits(fails[:2], whole)[gw]
     assert big["touch"] == 1.0 and big["touch_chance"] == 1.0
+
+
+def test_damage_separation_tells_damaged_rows_from_clean_by_the_box_damage():
+    from evals.report import damage_table
+    from evals.scoring import auc, damage_separation
+
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0 and auc([0.1], [0.9]) == 0.0 and auc([0.5], [0.5]) == 0.5
+    assert auc([], [0.1]) is None
+    gw, br = "guidewire_visibility", "branch_discernibility"
+
+    def fail(metric, kind, severity):
+        return {"metric": metric, "kind": kind, "severity": severity, "bbox": [0.1, 0.1, 0.3, 0.3]}
+
+    def ev(*damage):
+        return [{"box": [0.0, 0.0, 0.5, 0.5], "weight": 0.5, "damage": d} for d in damage]
+
+    fails = [[fail(gw, "wire_gaps", 0.8)], [fail(gw, "wire_fade", 0.4), fail(br, "haze", 0.2)], [], [], None]
+    evidence = [{gw: ev(0.2, 0.7), br: ev(0.4)}, {gw: ev(0.5), br: ev(0.4)}, {gw: ev(0.3), br: ev(0.05)},
+                {gw: ev(0.1), br: ev(0.1)}, {gw: ev(0.99)}]                # the last row has no records: left out
+    out = damage_separation(fails, evidence)
+    g = out[gw]
+    assert (g["n_damaged"], g["n_clean"]) == (2, 2) and g["auc"] == 1.0    # each row's highest box: 0.7, 0.5 vs 0.3, 0.1
+    assert g["median_damaged"] == 0.6 and g["median_clean"] == 0.2
+    assert g["by_kind"] == {"wire_fade": {"n": 1, "auc": 1.0, "median": 0.5},
+                            "wire_gaps": {"n": 1, "auc": 1.0, "median": 0.7}}
+    b = out[br]
+    assert (b["n_damaged"], b["n_clean"]) == (1, 3) and b["auc"] == round(2.5 / 3, 4)   # 0.4 vs 0.4 (a tie), 0.05, 0.1
+    # boxes from a routing map carry no damage: nothing to separate
+    routed = [{gw: [{"box": [0.0, 0.0, 0.5, 0.5], "weight": 1.0}]} for _ in fails]
+    assert damage_separation(fails, routed) == {}
+    lines = damage_table(out)
+    assert f"| {gw} | 2 | 0.60 | 2 | 0.20 | 1.00 |" in lines
+    assert any(line.startswith(f"| {gw} | wire_gaps | 1 | 0.70 | 1.00 |") for line in lines)

@@ -44,3 +44,34 @@ def test_the_assessor_takes_evidence_from_the_damage_map_where_there_is_one():
     assert np.allclose(evidence_boxes(head.evidence_map(1))[0]["box"], (0.0, 0.75, 0.25, 1.0))
     assert np.array_equal(HeadResult(np.zeros((3, 5)), {}, {}, routing).evidence_map(2), routing[..., 2])  # without one
     assert HeadResult(np.zeros((3, 5)), {}, {}, None).evidence_map(0) is None             # MUST off
+
+
+def test_box_damage_is_the_maps_peak_inside_each_box():
+    from casiqa.evidence import box_damage
+
+    d = np.full((16, 16), 0.05)
+    d[2:5, 10:14] = 0.8                                     # a damaged stretch
+    d[3, 11] = 0.95                                         # ...its worst cell
+    d[12:14, 1:3] = 0.6                                     # a milder one
+    boxes = box_damage(d, evidence_boxes(d))
+    assert [b["damage"] for b in boxes] == [0.95, 0.6]
+    assert all(set(b) == {"box", "weight", "damage"} for b in boxes)
+    assert box_damage(d, [{"box": (0.0, 0.0, 0.25, 0.25), "weight": 0.1}])[0]["damage"] == 0.05
+    assert box_damage(d, []) == []
+
+
+def test_boxes_carry_damage_only_when_they_come_from_a_damage_map():
+    from casiqa.assessor import HeadResult
+    from casiqa.schema import Evidence
+
+    routing = np.random.default_rng(0).uniform(size=(4, 4, 3))
+    damage = np.full((3, 16, 16), 0.02)
+    damage[1, 12:16, 0:4] = 0.7
+    with_map = HeadResult(np.zeros((3, 5)), {}, {}, routing, damage=damage).evidence(1)
+    assert with_map[0]["damage"] == 0.7 and np.allclose(with_map[0]["box"], (0.0, 0.75, 0.25, 1.0))
+    routed = HeadResult(np.zeros((3, 5)), {}, {}, routing).evidence(1)
+    assert routed and all("damage" not in b for b in routed)
+    assert HeadResult(np.zeros((3, 5)), {}, {}, None).evidence(0) == []
+    for b in with_map + routed:                             # both validate; a routing box's damage is null
+        Evidence(**b)
+    assert Evidence(**routed[0]).damage is None

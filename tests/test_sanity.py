@@ -55,6 +55,9 @@ def test_sanity_command(tmp_path, tiny_dir, real_dir):
     # the tiny test model has damage maps: the wire's and the branches' rungs with damage are scored for evidence
     assert set(result["evidence"]) == {"guidewire_visibility", "branch_discernibility"}
     assert all(r["n"] == 2 * (len(SEVERITIES) - 1) for r in result["evidence"].values())
+    # ...and every ladder's boxes carry their damage, one mean per rung
+    assert set(result["evidence_damage"]) == set(result["ladders"])
+    assert all(len(r["mean_by_rung"]) == len(SEVERITIES) for r in result["evidence_damage"].values())
 
 
 def test_orientations_turn_every_image_together_and_spread_is_measured():
@@ -101,3 +104,14 @@ def test_a_box_on_the_damage_touches_it_and_chance_is_a_random_box_of_its_size()
     assert box_on_place((0.0, 0.0, 1.0, 1.0), place, rng)[1] == 1.0            # the whole frame always touches
     summary = evidence_summary({"guidewire_visibility": [(True, 0.2, 1.0), (False, 0.4, 0.0)], "branch_discernibility": []})
     assert summary == {"guidewire_visibility": {"n": 2, "touch": 0.5, "touch_chance": 0.3, "inside": 0.5}}
+
+
+def test_damage_by_rung_follows_the_ladder_and_skips_maps_without_damage():
+    from evals.sanity import damage_by_rung
+
+    rising = np.array([[0.1, 0.2, 0.4, 0.6, 0.8], [0.05, 0.3, 0.3, 0.5, 0.9], [0.2, 0.1, 0.5, 0.7, 0.6]])
+    out = damage_by_rung({"guidewire_visibility": rising, "branch_discernibility": np.full((3, 5), np.nan)})
+    g = out["guidewire_visibility"]
+    assert g["mean_by_rung"][0] == round(0.35 / 3, 4) and g["mean_by_rung"][-1] == round(2.3 / 3, 4)
+    assert g["pooled_srcc"] > 0.8 and g["auc_intact_worst"] == 1.0
+    assert "branch_discernibility" not in out                 # routing maps: boxes without damage

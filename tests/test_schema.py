@@ -71,3 +71,12 @@ def test_generation_model_pins_the_level():
         model.model_validate_json(json.dumps(ok))
     with pytest.raises(ValueError, match="one level"):
         generation_model(("fair",))
+
+
+def test_an_evidence_box_damage_lies_in_zero_to_one():
+    from casiqa.schema import Evidence
+
+    assert Evidence(box=(0.1, 0.1, 0.3, 0.4), weight=0.5, damage=0.62).damage == 0.62
+    assert Evidence(box=(0.1, 0.1, 0.3, 0.4), weight=0.5).damage is None
+    with pytest.raises(ValidationError, match="less than or equal to 1"):
+        Evidence(box=(0.1, 0.1, 0.3, 0.4), weight=0.5, damage=1.5)
