@@ -16,7 +16,9 @@ ladder's middle rung scored in the eight flips and rotations of its images (targ
 reference turned together); per metric, how far the score spreads over them and how often the
 level changes. A reader rotating a frame should not get another verdict. Evidence: on the rungs
 whose damage has a place (the wire's gaps, the removed distal vessels), how often the metric's
-strongest evidence box holds a damaged pixel, against a box of its size placed at random.
+strongest evidence box holds a damaged pixel, against a box of its size placed at random; and on
+every ladder, whether its metric's highest box damage (the damage map's peak in a box) grows with
+the severity and tells the worst rung from the intact one.
 """
 
 from __future__ import annotations
