@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.bench_warmup import cached_rows
     from evals.scoring import by_failure_kind
-    from finetune.profile_warmup import ProfileWarmupConfig, profile_rows, profile_warm_up, scorer_scores
+    from finetune.profile_warmup import profile_config, profile_rows, profile_warm_up, scorer_scores
     from finetune.sft import build_model, parse
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -71,10 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         train, val = cached_rows(args, model_args.model_name_or_path or "tiny", processor, must.pixels, ours.cache,
                                  processed_px=ours.profile_px, tophat_px=ours.profile_tophat if ours.profile_px else 0)
     start = time.perf_counter()
-    history = profile_warm_up(must, train, val, ProfileWarmupConfig(
-        epochs=args.profile_epochs, seed=training_args.seed, loss=args.profile_loss, train_points=args.profile_train_points,
-        point_weight=args.profile_point_weight, bf16=args.profile_bf16,
-        weight_decay=args.profile_weight_decay, mixup=args.profile_mixup, mixup_of=args.profile_mixup_of, mixup_metrics=tuple(args.profile_mixup_metrics)),
+    history = profile_warm_up(must, train, val, profile_config(args, training_args.seed),
                               log=lambda e: print(json.dumps(e), flush=True) if len(e) > 2 else None)
     seconds = time.perf_counter() - start
     scorer = must.profile_scorer

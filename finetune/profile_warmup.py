@@ -52,6 +52,16 @@ class ProfileWarmupConfig:
         check_mixup(self.mixup, self.mixup_of, self.mixup_metrics)
 
 
+def profile_config(args, seed: int) -> ProfileWarmupConfig:
+    """Stage 1p's settings from the training arguments (finetune.config.CasIqaArguments' profile_*
+    fields), as finetune.sft and benchmarks.bench_profiles both run it."""
+    return ProfileWarmupConfig(
+        epochs=args.profile_epochs, loss=args.profile_loss, point_weight=args.profile_point_weight,
+        bf16=args.profile_bf16, train_points=args.profile_train_points, weight_decay=args.profile_weight_decay,
+        mixup=args.profile_mixup, mixup_of=args.profile_mixup_of, mixup_metrics=tuple(args.profile_mixup_metrics),
+        seed=seed)
+
+
 # what stage 1p's mixup mixes: `points`, a row's points with another's (the share of points taken from
 # each is the share of its targets: a tree with half its points from a pruned one is half as pruned);
 # `features`, the two rows' pooled features (manifold mixup)

@@ -157,14 +157,10 @@ def pixel_warmup(model, processor, args, training_args, train, val, settings: di
     history = warm_up(model, data, check, cfg, log=lambda e: print(json.dumps(e)),
                       progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
     if getattr(must, "profile_scorer", None) is not None:  # stage 1p, on the same pixel cache
-        from finetune.profile_warmup import ProfileWarmupConfig, fit_shares, profile_warm_up
+        from finetune.profile_warmup import fit_shares, profile_config, profile_warm_up
         from finetune.warmup import predict, srcc_of
 
-        profiles = profile_warm_up(must, data, check, ProfileWarmupConfig(
-            epochs=args.profile_epochs, loss=args.profile_loss, point_weight=args.profile_point_weight,
-            bf16=args.profile_bf16, train_points=args.profile_train_points,
-            weight_decay=args.profile_weight_decay, mixup=args.profile_mixup, mixup_of=args.profile_mixup_of, mixup_metrics=tuple(args.profile_mixup_metrics),
-            seed=training_args.seed),
+        profiles = profile_warm_up(must, data, check, profile_config(args, training_args.seed),
                                    log=lambda e: print(json.dumps(e)),
                                    progress=lambda total, desc: tqdm(total=total, desc=desc, mininterval=10))
         shares = fit_shares(must, check)                                           # the scorer's weight per metric
