@@ -13,6 +13,9 @@ image (on the phantom, a third of them on damage) instead of one score. Marked t
 end: only then does MUST mix its level probabilities with the heads', by the share
 `fit_shares` then fits on the validation rows. About 5 min on 2 CPU cores for the phantom's two
 scored metrics and the recipe's 20 epochs (README).
+With `mixup`, each training row is mixed with another of its batch (its point sets or its pooled
+features, and its targets by the same share): off in the recipe, since its validation gain did not
+reach the test split (training log, twentieth session).
 """
 
 from __future__ import annotations
