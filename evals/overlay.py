@@ -77,8 +77,8 @@ def draw(rows, indices: list[int], heads, out: Path) -> None:
             kinds = ", ".join(sorted({f["kind"] for f in failures if f["metric"] == m})) or "no failure"
             ax.set_title(f"{METRIC_TITLES[m]}\nscore {head.score[m]:.2f} (MOS {mos:.2f})\n{kinds}", fontsize=8)
             ax.axis("off")
-    kind = "damage map" if any(hd.damage is not None for hd in heads) else "routing map"
-    label = "weight / damage" if any(hd.damage is not None for hd in heads) else "weight"
+    damage = any(hd.damage is not None for hd in heads)
+    kind, label = ("damage map", "weight / damage") if damage else ("routing map", "weight")
     fig.suptitle(f"model {kind} (heat), model evidence boxes with their {label} (cyan), "
                  "phantom failure boxes (yellow, dashed)", fontsize=9)
     fig.tight_layout()
