@@ -95,7 +95,10 @@ def _stages(args, training_args) -> str:
                  if getattr(args, "profile_point_weight", 0.0) else "") + "), "
               + ("bf16 autocast, " if getattr(args, "profile_bf16", False) else "")
               + f"{args.profile_epochs} epochs of {getattr(args, 'profile_train_points', 128)} points per image and "
-              + f"structure per batch, weight decay {getattr(args, 'profile_weight_decay', 0.01):g}, on stage 1's pixel cache "
+              + "structure per batch"
+              + (f" (each row in one of {args.profile_views} of its flips and quarter turns)"
+                 if getattr(args, "profile_views", 1) > 1 else "")
+              + f", weight decay {getattr(args, 'profile_weight_decay', 0.01):g}, on stage 1's pixel cache "
               + "(pixel-warmup/profile-history.json)") if getattr(args, "profile_scores", False) else ""
     lm = (f"; (1b) language warm-up of the language model alone on the rows' text, {lm} steps of batch "
           f"{args.lm_warmup_batch_size}, learning rate {args.lm_warmup_lr}"

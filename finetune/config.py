@@ -67,6 +67,10 @@ class CasIqaArguments:
                 "Beta(a, a), its targets as much; a > 0 is a, 0 is off (finetune/profile_warmup.py). The guidewire's "
                 "features mixed at 0.2 ranked validation 0.010-0.020 higher over two seeds, but a full run with it "
                 "scored the test split 0.012 lower (training log, twentieth session)"})
+    profile_views: int = field(default=1, metadata={
+        "help": "stage 1p: profiles sampled from this many of each training row's flips and quarter turns (1-8, "
+                "casiqa.model.pixel.DIHEDRAL, the views the scorer is averaged over at inference), each batch "
+                "reading a row in one of them at random; each view costs a sampling pass and ~0.7 GB"})
     profile_mixup_of: str = field(default="points", metadata={
         "help": "stage 1p: what mixup mixes: points (the two rows' point sets) or features (their pooled features)"})
     profile_mixup_metrics: list[str] = field(default_factory=list, metadata={
@@ -205,10 +209,11 @@ class CasIqaArguments:
         if self.profile_scores and not (self.must and self.pixel_path and self.pixel_tophat and self.pixel_warmup_epochs):
             raise ValueError("profile_scores needs MUST's pixel path with its top-hat planes (must, pixel_path, "
                              "pixel_tophat) and stage 1 (pixel_warmup_epochs > 0), whose pixel cache it is trained on")
-        from finetune.profile_warmup import check_loss, check_mixup
+        from finetune.profile_warmup import check_loss, check_mixup, check_views
 
         check_loss(self.profile_loss)
         check_mixup(self.profile_mixup, self.profile_mixup_of, self.profile_mixup_metrics)
+        check_views(self.profile_views)
         if self.profile_scores and self.profile_point_weight and not self.pixel_warmup_dense_weight:
             raise ValueError("profile_point_weight reads the rows' dense damage maps, which stage 1 caches only with "
                              "pixel_warmup_dense_weight > 0 (and pixel_dense): set it, or profile_point_weight 0")

@@ -16,6 +16,10 @@ scored metrics and the recipe's 20 epochs (README).
 With `mixup`, each training row is mixed with another of its batch (its point sets or its pooled
 features, and its targets by the same share): off in the recipe, since its validation gain did not
 reach the test split (training log, twentieth session).
+With `views` > 1, the profiles are also sampled from turned and flipped copies of each row
+(casiqa.model.pixel.DIHEDRAL, the views MUST averages the scorer over at inference), and each
+training batch reads every row in one of them at random: other points along the same structures
+and the profiles mirrored, at the cost of sampling them `views` times and holding them in memory.
 """
 
 from __future__ import annotations
@@ -48,11 +52,13 @@ class ProfileWarmupConfig:
                                      # from Beta(mixup, mixup), and its targets as much (MIXUPS); 0: off
     mixup_of: str = "points"         # points: the two rows' point sets; features: their pooled features
     mixup_metrics: tuple[str, ...] = ()  # the scored metrics mixed (the others' rows and targets stay); (): all
+    views: int = 1                   # the first this many of DIHEDRAL's views sampled per training row
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_loss(self.loss)
         check_mixup(self.mixup, self.mixup_of, self.mixup_metrics)
+        check_views(self.views)
 
 
 def profile_config(args, seed: int) -> ProfileWarmupConfig:
@@ -62,7 +68,14 @@ def profile_config(args, seed: int) -> ProfileWarmupConfig:
         epochs=args.profile_epochs, loss=args.profile_loss, point_weight=args.profile_point_weight,
         bf16=args.profile_bf16, train_points=args.profile_train_points, weight_decay=args.profile_weight_decay,
         mixup=args.profile_mixup, mixup_of=args.profile_mixup_of, mixup_metrics=tuple(args.profile_mixup_metrics),
-        seed=seed)
+        views=args.profile_views, seed=seed)
+
+
+def check_views(views: int) -> None:
+    from casiqa.model.pixel import DIHEDRAL
+
+    if not 1 <= views <= len(DIHEDRAL):
+        raise ValueError(f"profile views must be 1..{len(DIHEDRAL)} (the image's flips and quarter turns), not {views}")
 
 
 # what stage 1p's mixup mixes: `points`, a row's points with another's (the share of points taken from
@@ -112,20 +125,53 @@ def profile_rows(must, rows: PixelRows, batch_size: int = 64) -> tuple[torch.Ten
     return profiles, valid
 
 
-def profile_rows_at(must, rows: PixelRows, batch_size: int = 64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def profile_rows_at(must, rows: PixelRows, batch_size: int = 64,
+                    view: tuple[int, bool] = (0, False)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`profile_rows` and the points the profiles were sampled at ([N, S, n, 2] (y, x) px of the
-    cached images, float16)."""
+    cached images, float16); with `view` (k, flip), of the images turned k quarter turns and then
+    flipped (casiqa.model.pixel.dihedral), the points in the turned images' frame."""
+    from casiqa.model.pixel import dihedral
+
     scorer: ProfileScorer = must.profile_scorer
     rng = random.Random(0)
     out, valid, points = [], [], []
     with torch.no_grad():
         for start in range(0, len(rows), batch_size):
             idx = list(range(start, min(start + batch_size, len(rows))))
-            p, v, at = scorer.profiles_at(must._derived(_channels(must, rows, idx, 0.0, rng)).float())
+            planes = must._derived(_channels(must, rows, idx, 0.0, rng)).float()
+            p, v, at = scorer.profiles_at(dihedral(planes, *view))
             out.append(p.half().cpu())
             valid.append(v.cpu())
             points.append(at.half().cpu())
     return torch.cat(out), torch.cat(valid), torch.cat(points)
+
+
+def view_damage(damage: list[torch.Tensor | None], views, points: torch.Tensor, size: tuple[int, int],
+                cols: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`point_damage` for the points [V, N, S, n, 2] of each view (k, flip) in `views` (`stacked_views`),
+    each view's points reading its rows' maps turned as its images were -> (labels [V, N, S, n], known [N])."""
+    from casiqa.model.pixel import dihedral
+
+    labels, known = [], None
+    for (k, flip), at in zip(views, points, strict=True):
+        turned = [None if d is None else dihedral(d, k, flip) for d in damage]
+        got, known = point_damage(turned, at, size[::-1] if k % 2 else size, cols)
+        labels.append(got)
+    return torch.stack(labels), known
+
+
+def stacked_views(must, rows: PixelRows, views) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`profile_rows_at` of each view (k, flip) in `views`, stacked: [V, N, S, n, ...] each, filled
+    in place (the profiles of the phantom's training rows take ~0.7 GB a view)."""
+    out = None
+    for i, view in enumerate(views):
+        got = profile_rows_at(must, rows, view=view)
+        if out is None:
+            out = tuple(t.new_empty((len(views), *t.shape)) for t in got)
+        for whole, part in zip(out, got, strict=True):
+            whole[i] = part
+        del got
+    return out
 
 
 def point_damage(damage: list[torch.Tensor | None], points: torch.Tensor, size: tuple[int, int],
@@ -177,8 +223,11 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
         raise ValueError("this MUST has no profile scorer (profile_scores: true)")
     device = next(scorer.parameters()).device
     torch.manual_seed(cfg.seed)
-    profiles, valid, points = profile_rows_at(must, train)
-    shown = valid.any(dim=-1).float().mean(dim=0)                                    # [S] share of rows
+    from casiqa.model.pixel import DIHEDRAL
+
+    views = DIHEDRAL[:cfg.views]
+    profiles, valid, points = stacked_views(must, train, views)                      # [V, N, S, n, ...]
+    shown = valid[0].any(dim=-1).float().mean(dim=0)                                 # [S] share of rows
     for m, share in zip(scorer.scored, shown.tolist(), strict=True):
         if share == 0:
             raise ValueError(f"no training row shows the structure {m} is scored from "
@@ -193,7 +242,7 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
             raise ValueError("the point loss (profile point weight) reads the rows' dense damage maps, and these "
                              "rows have none: they need failure records and structure masks, cached with "
                              "the dense maps (pixel_dense, pixel_warmup_dense_weight > 0)")
-        labels, known = point_damage(train.damage, points, tuple(train.target[0].shape), cols)
+        labels, known = view_damage(train.damage, views, points, tuple(train.target[0].shape), cols)
         # one linear probe per scored metric: a point's feature -> the damage there; for this stage only
         probes = torch.nn.ModuleList(torch.nn.Linear(scorer.hidden, 1) for _ in scorer.scored).to(device)
         params += list(probes.parameters())
@@ -202,23 +251,26 @@ def profile_warm_up(must, train: PixelRows, val: PixelRows | None, cfg: ProfileW
         raise ValueError(f"profile mixup metric(s) {unknown} are not scored from profiles ({list(scorer.scored)})")
     mixed = torch.tensor([not cfg.mixup_metrics or m in cfg.mixup_metrics for m in scorer.scored])   # [S]
     opt = torch.optim.AdamW(params, cfg.learning_rate / 2, weight_decay=cfg.weight_decay)
-    per_epoch = (len(profiles) + cfg.batch_size - 1) // cfg.batch_size
+    rows = profiles.shape[1]
+    per_epoch = (rows + cfg.batch_size - 1) // cfg.batch_size
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.learning_rate, total_steps=max(1, cfg.epochs * per_epoch))
     bar = progress(total=cfg.epochs * per_epoch, desc="profile scorer") if progress else None
     scorer.train()
     history = []
-    n = profiles.shape[2]
+    n = profiles.shape[3]
     for epoch in range(cfg.epochs):
         losses, point_losses = [], []
-        order = torch.randperm(len(profiles))
-        for i in range(0, len(profiles), cfg.batch_size):
+        order = torch.randperm(rows)
+        for i in range(0, rows, cfg.batch_size):
             b = order[i:i + cfg.batch_size]
             k = torch.randperm(n)[:cfg.train_points]
-            shown = valid[b][:, :, k]
-            x = profiles[b][:, :, k].float()
+            # each row's view (one view draws nothing, so the random stream stays as it was without views)
+            v = torch.randint(len(views), (len(b),)) if len(views) > 1 else torch.zeros(len(b), dtype=torch.long)
+            shown = valid[v, b][:, :, k]
+            x = profiles[v, b][:, :, k].float()
             lv, ms = levels[b], mos[b]
             if cfg.point_weight:
-                at, knew = labels[b][:, :, k], known[b][:, None, None].expand_as(shown)
+                at, knew = labels[v, b][:, :, k], known[b][:, None, None].expand_as(shown)
             if cfg.mixup:
                 lam, other = mix_draw(len(b), cfg.mixup, cfg.mixup_of, len(k))
                 share = torch.where(mixed, lam[:, None], 1.0)                             # [B, S] own share

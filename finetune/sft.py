@@ -87,7 +87,7 @@ WARMUP_FIELDS = ("data", "max_train_samples", "image_size", "must", "pixel_path"
                  "pixel_compare", "pixel_pool", "pixel_along", "pixel_along_own", "pixel_profiles", "profile_scores",
                  "profile_epochs", "profile_loss", "profile_half_px", "profile_samples", "profile_along",
                  "profile_centre_lines", "profile_point_weight", "profile_bf16", "profile_train_points",
-                 "profile_weight_decay", "profile_mixup", "profile_mixup_of", "profile_mixup_metrics",
+                 "profile_weight_decay", "profile_views", "profile_mixup", "profile_mixup_of", "profile_mixup_metrics",
                  "pixel_dense",
                  "pool",
                  "findings", "use_aux",

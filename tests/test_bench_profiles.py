@@ -36,3 +36,24 @@ def test_bench_profiles_trains_the_scorer_and_compares_it(phantom, tmp_path):
     assert set(json.loads(fine.read_text())["final"]) == {"guidewire_visibility", "branch_discernibility"}
     with pytest.raises(SystemExit, match="odd size"):
         main(base + ["--profile_px", "224", "--profile_tophat", "8"])
+
+
+def test_bench_profiles_scores_another_build_over_the_views(phantom, tmp_path):
+    from benchmarks.bench_profiles import main
+    from finetune.data import load_rows
+
+    out, cache = tmp_path / "profiles.json", tmp_path / "check.pt"
+    base = ["--config", "finetune/recipes/tiny-cpu.yaml", "--data", str(phantom), "--image_size", "112",
+            "--profile_epochs", "2", "--profile_views", "2", "--cache", str(tmp_path / "pixels.pt")]
+    check = ["--check_data", str(phantom), "--check_cache", str(cache)]
+    assert main(base + check + ["--check_views", "8", "--json_out", str(out)]) == 0
+    got = json.loads(out.read_text())["check"]
+    rows = sum(len(load_rows(str(phantom), s)) for s in ("train", "validation", "test"))
+    assert got["rows"] == rows and got["views"] == 8 and cache.is_file()
+    for m in ("guidewire_visibility", "branch_discernibility"):
+        assert -1.0 <= got[m]["srcc"] <= 1.0 and got[m]["se"] > 0
+    other = base[:5] + ["96"] + base[6:-1] + [str(tmp_path / "pixels-96.pt")]
+    with pytest.raises(SystemExit, match="rows of other settings"):      # the check cache holds 112 px rows
+        main(other + check)
+    with pytest.raises(SystemExit, match="--check_views must be 1 or 8"):
+        main(base + check + ["--check_views", "3"])

@@ -504,3 +504,47 @@ def test_a_mixup_that_cannot_run_is_refused_at_parse_time():
         CasIqaArguments(profile_mixup_of="tokens")
     with pytest.raises(ValueError, match=r"\['artifact_interference'\] are not scored from profiles"):
         ProfileWarmupConfig(mixup_metrics=("artifact_interference",))
+
+
+def test_views_sample_the_turned_images_and_their_points_read_the_turned_damage_maps():
+    from casiqa.model.pixel import DIHEDRAL
+    from finetune.profile_warmup import profile_rows_at, stacked_views, view_damage
+
+    must = _scored_must()
+    rows = _wire_rows(n=4)
+    views = (DIHEDRAL[0], (0, True), (1, False))                   # as given, flipped left-right, a quarter turn
+    profiles, valid, points = stacked_views(must, rows, views)
+    assert profiles.shape[:4] == (3, 4, 2, 256) and valid.shape == (3, 4, 2, 256)
+    as_given = profile_rows_at(must, rows)
+    assert torch.equal(profiles[0], as_given[0]) and torch.equal(points[0], as_given[2])
+    wire = points[:, :, 0][valid[:, :, 0]].reshape(3, -1, 2).float()   # the guidewire's points, per view
+    assert (wire[0, :, 1] - 20).abs().max() <= 1                   # the wire in column 20 of 56 px...
+    assert (wire[1, :, 1] - 35).abs().max() <= 1                   # ...flipped: column 35
+    assert (wire[2, :, 0] - 35).abs().max() <= 1                   # ...turned a quarter (counter-clockwise): row 35
+    damage = [torch.zeros(3, 14, 14) for _ in range(4)]
+    for d in damage:
+        d[0, :, 5] = 0.8                                           # the wire's cells: column 5 of 14
+    labels, known = view_damage(damage, views, points, (56, 56), [0, 1])
+    assert known.all() and labels.shape == (3, 4, 2, 256)
+    on_wire = labels[:, :, 0][valid[:, :, 0]].reshape(3, -1)
+    assert torch.allclose(on_wire, torch.tensor(0.8)) and labels[:, :, 1].abs().max() == 0   # every view finds it
+
+
+def test_profile_stage_over_the_eight_views_learns_the_fade():
+    from finetune.profile_warmup import ProfileWarmupConfig, profile_warm_up
+
+    must = _scored_must()
+    rows = _wire_rows()
+    log = profile_warm_up(must, rows, rows, ProfileWarmupConfig(epochs=10, batch_size=8, train_points=32, views=8))
+    assert log[-1]["loss"] < log[0]["loss"] and log[-1]["val_guidewire_visibility_srcc"] > 0.8
+
+
+def test_views_that_do_not_exist_are_refused_at_parse_time():
+    from finetune.config import CasIqaArguments
+    from finetune.profile_warmup import ProfileWarmupConfig
+
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match="profile views must be 1..8"):
+            CasIqaArguments(profile_views=bad)
+        with pytest.raises(ValueError, match="profile views must be 1..8"):
+            ProfileWarmupConfig(views=bad)
