@@ -133,10 +133,12 @@ def check_rows(args, processor, pixels, data: Path, cache: Path | None):
     """Every row of the phantom build `data` (all its splits) as PixelRows, from `cache` if it holds them."""
     import torch
 
+    from casiqa.data.rows import data_fingerprint
     from finetune.data import load_rows
     from finetune.warmup import pixel_rows
 
-    key = {"data": str(data), "image_size": args.image_size, "use_aux": args.use_aux, "pixel_tophat": args.pixel_tophat,
+    key = {"data": str(data), "data_fingerprint": data_fingerprint(data), "image_size": args.image_size,
+           "use_aux": args.use_aux, "pixel_tophat": args.pixel_tophat,
            "pixel_tophat_margin": args.pixel_tophat_margin, "pixel_compare": args.pixel_compare}
     if cache is not None and cache.is_file():
         saved = torch.load(cache, weights_only=False)

@@ -54,6 +54,7 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None, fin
     the recipe's, and `tophat_px` the top-hat window there."""
     import torch
 
+    from casiqa.data.rows import data_fingerprint
     from casiqa.model.processor import make_processor
     from finetune.data import load_rows
     from finetune.sft import subset
@@ -62,6 +63,7 @@ def cached_rows(args, model_name: str, processor, pixels, path: Path | None, fin
     key = {f: getattr(args, f) for f in CACHE_FIELDS}
     key["dense"] = bool(key.pop("pixel_warmup_dense_weight"))
     key["model"] = model_name  # its processor makes the pixels
+    key["data_fingerprint"] = data_fingerprint(args.data)  # a build remade at the same path is other data
     if processed_px:  # `processor` makes the rows at another size than the recipe's (bench_profiles --profile_px)
         key["processed_px"], key["tophat_px"] = processed_px, tophat_px
     if fine:

@@ -57,3 +57,20 @@ def test_bench_profiles_scores_another_build_over_the_views(phantom, tmp_path):
         main(other + check)
     with pytest.raises(SystemExit, match="--check_views must be 1 or 8"):
         main(base + check + ["--check_views", "3"])
+
+
+def test_the_check_cache_is_refused_for_a_build_remade_at_the_same_path(phantom, tmp_path):
+    import shutil
+
+    from benchmarks.bench_profiles import main
+
+    build, cache = tmp_path / "build", tmp_path / "check.pt"
+    shutil.copytree(phantom, build)
+    args = ["--config", "finetune/recipes/tiny-cpu.yaml", "--data", str(phantom), "--image_size", "112",
+            "--profile_epochs", "1", "--cache", str(tmp_path / "pixels.pt"),
+            "--check_data", str(build), "--check_cache", str(cache), "--check_views", "1"]
+    assert main(args) == 0 and cache.is_file()
+    state = build / "test" / "state.json"
+    state.write_text(json.dumps({**json.loads(state.read_text()), "_fingerprint": "0123456789abcdef"}))
+    with pytest.raises(SystemExit, match="rows of other settings"):
+        main(args)

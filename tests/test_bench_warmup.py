@@ -31,6 +31,22 @@ def test_bench_warmup_runs_stage_one_and_guards_its_cache(phantom, tmp_path):
         main(base[:-2] + ["--image_size", "224", "--cache", str(cache)])
 
 
+def test_bench_warmup_refuses_a_cache_of_a_build_remade_at_the_same_path(phantom, tmp_path):
+    import shutil
+
+    from benchmarks.bench_warmup import main
+
+    data, cache = tmp_path / "data", tmp_path / "pixels.pt"
+    shutil.copytree(phantom, data)
+    base = ["--config", "finetune/recipes/tiny-cpu.yaml", "--data", str(data), "--image_size", "112",
+            "--pixel_warmup_epochs", "0.5", "--pixel_warmup_bf16", "false", "--cache", str(cache)]
+    assert main(base) == 0 and main(base) == 0                       # the same build: the cache is read
+    state = data / "train" / "state.json"                             # a rebuild gets another fingerprint
+    state.write_text(json.dumps({**json.loads(state.read_text()), "_fingerprint": "0123456789abcdef"}))
+    with pytest.raises(SystemExit, match="other settings"):
+        main(base)
+
+
 def test_a_cache_made_before_failures_were_kept_reads_them_from_the_data(phantom, tmp_path):
     import torch
 
