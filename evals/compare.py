@@ -49,15 +49,14 @@ def paired_difference(pred_a: np.ndarray, pred_b: np.ndarray, truth: np.ndarray,
                       seed: int = 0) -> dict:
     """SRCC of b minus SRCC of a against the same truth [N], with the 2.5th and 97.5th percentile of
     that difference over `n_boot` resamples of the rows, each resample shared by a and b."""
-    diff = srcc(pred_b, truth) - srcc(pred_a, truth)
+    a, b = srcc(pred_a, truth), srcc(pred_b, truth)
     rng = np.random.default_rng(seed)
     boots = []
     for _ in range(n_boot):
         i = rng.integers(0, len(truth), len(truth))
         boots.append(srcc(pred_b[i], truth[i]) - srcc(pred_a[i], truth[i]))
     lo, hi = np.percentile(boots, [2.5, 97.5])
-    return {"a": round(srcc(pred_a, truth), 4), "b": round(srcc(pred_b, truth), 4), "diff": round(float(diff), 4),
-            "lo": round(float(lo), 4), "hi": round(float(hi), 4)}
+    return {"a": round(a, 4), "b": round(b, 4), "diff": round(b - a, 4), "lo": round(float(lo), 4), "hi": round(float(hi), 4)}
 
 
 def paired_table(specs: list[str], n_boot: int = 1000) -> str:
