@@ -54,6 +54,8 @@ def paired_difference(pred_a: np.ndarray, pred_b: np.ndarray, truth: np.ndarray,
     boots = []
     for _ in range(n_boot):
         i = rng.integers(0, len(truth), len(truth))
+        if np.ptp(truth[i]) == 0 or np.ptp(pred_a[i]) == 0 or np.ptp(pred_b[i]) == 0:
+            continue  # a resample with no ranking to measure (as evals.scoring.bootstrap_ci skips it)
         boots.append(srcc(pred_b[i], truth[i]) - srcc(pred_a[i], truth[i]))
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return {"a": round(a, 4), "b": round(b, 4), "diff": round(b - a, 4), "lo": round(float(lo), 4), "hi": round(float(hi), 4)}
