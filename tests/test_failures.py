@@ -246,3 +246,30 @@ def test_sampled_failures_carry_their_derived_records():
         assert got == drawn + derived_failures(drawn, scene)
         seen += len(got) - len(drawn)
     assert seen > 0
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_sampled_failure_records_no_severity_its_picture_does_not_show(kind, scenes):
+    """The truth is a function of the picture: two draws of a kind at one place that render the
+    same image record the same severity (a branch deletion shows how many branches went and
+    nothing more of its drawn severity, so it records the middle of its count's severities), and
+    draws that record different severities render different images."""
+    scene = scenes[0]
+    drawn = np.linspace(0.05, 1.0, 9)
+    seen: dict[bytes, float] = {}
+    for s in drawn:
+        failure = KINDS[kind].sample(np.random.default_rng(3), scene, float(s))
+        image = render_view(scene, np.random.default_rng(5), CFG, contrast=True, wire=True, failures=[failure])
+        key = np.round(image, 5).tobytes()
+        assert seen.setdefault(key, failure.severity) == failure.severity, \
+            f"{kind}: drawn severity {s:.3f} rendered an image another draw rendered, yet records {failure.severity}"
+    assert len(set(seen.values())) == len(seen), f"{kind}: one recorded severity rendered two images"
+
+
+def test_a_deletion_records_the_branches_it_removed():
+    from casiqa.phantom.failures.branches import _deleted_count, deletion_severity
+
+    for count in range(1, 5):
+        assert _deleted_count(deletion_severity(count), 10) == count
+    assert deletion_severity(0) == 0.0
+    assert [deletion_severity(_deleted_count(s, 2)) for s in (0.1, 0.3, 0.9)] == [0.125, 0.375, 0.375]

@@ -39,11 +39,20 @@ def _deleted_count(severity: float, available: int) -> int:
     return min(available, 1 + int(np.floor(severity * 3.999)))  # 1..4 branches
 
 
+def deletion_severity(count: int) -> float:
+    """The severity a deletion of `count` side branches records: the middle of the drawn severities
+    that delete that many (1..4 -> 0.125, 0.375, 0.625, 0.875; none -> 0). The image shows the
+    count and nothing else of the drawn severity, so the truth must not carry the rest: with the
+    drawn severity kept, one deleted branch was rated anywhere from 4.05 to 5 for the same picture
+    (and a scene with fewer side branches than drawn was rated for branches it still showed)."""
+    return max(count - 0.5, 0.0) / 4
+
+
 def _sample_deletion(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
     order = _side_order(rng, scene)
     gone = order[: _deleted_count(severity, len(order))]
     names = ", ".join(scene.tree.branches[i].name for i in gone)
-    return Failure("branch_deletion", severity, names, _box(scene, gone), {"order": order})
+    return Failure("branch_deletion", deletion_severity(len(gone)), names, _box(scene, gone), {"order": order})
 
 
 def _delete(view: View, scene: Scene, f: Failure) -> None:
