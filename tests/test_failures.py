@@ -273,3 +273,28 @@ def test_a_deletion_records_the_branches_it_removed():
         assert _deleted_count(deletion_severity(count), 10) == count
     assert deletion_severity(0) == 0.0
     assert [deletion_severity(_deleted_count(s, 2)) for s in (0.1, 0.3, 0.9)] == [0.125, 0.375, 0.375]
+
+
+@pytest.mark.parametrize("kind", ["branch_deletion", "discontinuity", "distal_deletion", "wire_gaps"])
+def test_a_failure_box_holds_what_it_drew_and_no_more_than_it_needs(kind, scenes):
+    """The box says where a failure acts: the pixels it changed lie inside it (a deleted branch's
+    twigs go with it), and a failure drawn smaller gets a smaller box (a discontinuity with one gap
+    is boxed round that gap, not round the starts of gaps it did not draw)."""
+    for scene in scenes:
+        clean = render_view(scene, np.random.default_rng(5), CFG, contrast=True, wire=True)
+        areas = []
+        for s in (0.05, 0.95):
+            failure = KINDS[kind].sample(np.random.default_rng(2), scene, s)
+            image = render_view(scene, np.random.default_rng(5), CFG, contrast=True, wire=True, failures=[failure])
+            change = np.abs(image - clean)
+            x0, y0, x1, y1 = failure.bbox
+            h, w = change.shape
+            pad = 3                                                  # px: the rendering's blur reaches past a structure
+            inside = np.zeros_like(change, dtype=bool)
+            rows = slice(max(int(y0 * h) - pad, 0), int(np.ceil(y1 * h)) + pad)
+            cols = slice(max(int(x0 * w) - pad, 0), int(np.ceil(x1 * w)) + pad)
+            inside[rows, cols] = True
+            share = change[inside].sum() / change.sum()
+            assert share > 0.97, f"{kind} at {s}: only {share:.1%} of its change inside its box {failure.bbox}"
+            areas.append((x1 - x0) * (y1 - y0))
+        assert areas[0] < areas[1], f"{kind}: the milder draw has a box as large or larger ({areas})"

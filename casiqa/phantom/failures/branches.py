@@ -25,8 +25,10 @@ def _segment(t0: float) -> str:
     return "proximal" if t0 < 0.2 else "mid" if t0 < 0.55 else "distal"
 
 
-def _box(scene: Scene, branches: list[int], t0: float = 0.0, t1: float = 1.0) -> list[float]:
+def _box(scene: Scene, branches: list[int], t0: float = 0.0, t1: float = 1.0, whole: list[int] = ()) -> list[float]:
+    """The box of the branches' stretch t0..t1 and of the `whole` branches (their full length)."""
     idx = [scene.vessels[i].index[(scene.vessels[i].t >= t0) & (scene.vessels[i].t <= t1)] for i in branches]
+    idx += [scene.vessels[i].index for i in whole]
     return bbox_of_pixels(np.concatenate(idx) if idx else np.zeros(0, np.int64), scene.size)
 
 
@@ -52,7 +54,8 @@ def _sample_deletion(rng: np.random.Generator, scene: Scene, severity: float) ->
     order = _side_order(rng, scene)
     gone = order[: _deleted_count(severity, len(order))]
     names = ", ".join(scene.tree.branches[i].name for i in gone)
-    return Failure("branch_deletion", deletion_severity(len(gone)), names, _box(scene, gone), {"order": order})
+    removed = sorted({j for i in gone for j in scene.tree.descendants(i)})   # each branch goes with its twigs
+    return Failure("branch_deletion", deletion_severity(len(gone)), names, _box(scene, [], whole=removed), {"order": order})
 
 
 def _delete(view: View, scene: Scene, f: Failure) -> None:
@@ -70,7 +73,16 @@ def _sample_distal(rng: np.random.Generator, scene: Scene, severity: float) -> F
     i = int(rng.choice(_mains(scene)))
     cut = _cut_point(severity)
     name = scene.tree.branches[i].name
-    return Failure("distal_deletion", severity, f"{_segment(cut)} {name}", _box(scene, [i], cut), {"branch": i})
+    return Failure("distal_deletion", severity, f"{_segment(cut)} {name}", _box(scene, [i], cut, whole=_cut_off(scene, i, cut)),
+                   {"branch": i})
+
+
+def _cut_off(scene: Scene, i: int, cut: float) -> list[int]:
+    """The branches a distal deletion of vessel i from `cut` (share of its length) removes with it:
+    its side branches leaving beyond the cut, and theirs."""
+    n = len(scene.tree.branches[i].points)
+    return [d for j, b in enumerate(scene.tree.branches) if b.parent == i and b.parent_index / max(n - 1, 1) >= cut
+            for d in scene.tree.descendants(j)]
 
 
 def _cut_point(severity: float) -> float:
@@ -81,11 +93,8 @@ def _distal(view: View, scene: Scene, f: Failure) -> None:
     i, cut = f.params["branch"], _cut_point(f.severity)
     layer = scene.vessels[i]
     view.vessel_weights[i] *= np.clip((cut - layer.t) / 0.02, 0.0, 1.0)
-    n = len(scene.tree.branches[i].points)
-    for j, b in enumerate(scene.tree.branches):
-        if b.parent == i and b.parent_index / max(n - 1, 1) >= cut:
-            for d in scene.tree.descendants(j):
-                view.vessel_weights[d][:] = 0.0
+    for d in _cut_off(scene, i, cut):
+        view.vessel_weights[d][:] = 0.0
 
 
 def _sample_fading(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
@@ -107,7 +116,8 @@ def _sample_discontinuity(rng: np.random.Generator, scene: Scene, severity: floa
     i = int(rng.choice(_mains(scene)))
     starts = [float(s) for s in np.sort(rng.uniform(0.1, 0.85, size=3))]
     where = f"{_segment(starts[0])} {scene.tree.branches[i].name}"
-    return Failure("discontinuity", severity, where, _box(scene, [i], starts[0], starts[-1] + 0.1),
+    drawn = starts[: _gap_count(severity)]          # the box holds the gaps drawn, not the starts left unused
+    return Failure("discontinuity", severity, where, _box(scene, [i], drawn[0], drawn[-1] + _gap_length(severity)),
                    {"branch": i, "starts": starts})
 
 
@@ -115,9 +125,13 @@ def _gap_count(severity: float) -> int:
     return 1 + int(np.floor(severity * 2.999))
 
 
+def _gap_length(severity: float) -> float:
+    return 0.015 + 0.05 * severity                  # each gap, share of the vessel
+
+
 def _discontinuity(view: View, scene: Scene, f: Failure) -> None:
     layer = scene.vessels[f.params["branch"]]
-    length = 0.015 + 0.05 * f.severity
+    length = _gap_length(f.severity)
     for s in f.params["starts"][: _gap_count(f.severity)]:
         view.vessel_weights[f.params["branch"]][(layer.t >= s) & (layer.t < s + length)] = 0.0
 

@@ -42,13 +42,21 @@ def _fade(view: View, scene: Scene, f: Failure) -> None:
 def _sample_gaps(rng: np.random.Generator, scene: Scene, severity: float) -> Failure:
     starts = np.sort(rng.uniform(0.1, 0.9, size=4))
     where = f"guidewire in the {clinical_name(scene.devices.wire_branch)}"
-    return Failure("wire_gaps", severity, where, _wire_box(scene, starts[0], min(starts[-1] + 0.1, 1.0)),
+    drawn = starts[: _gap_count(severity)]                # the box holds the gaps drawn, not the starts left unused
+    return Failure("wire_gaps", severity, where, _wire_box(scene, drawn[0], min(drawn[-1] + _gap_length(severity), 1.0)),
                    {"starts": [float(s) for s in starts]})
 
 
+def _gap_count(severity: float) -> int:
+    return 1 + int(np.floor(3.999 * severity))            # 1..4 gaps
+
+
+def _gap_length(severity: float) -> float:
+    return 0.015 + 0.06 * severity                        # each gap, share of the wire
+
+
 def _gaps(view: View, scene: Scene, f: Failure) -> None:
-    n = 1 + int(np.floor(3.999 * f.severity))            # 1..4 gaps
-    length = 0.015 + 0.06 * f.severity                   # each gap, share of the wire
+    n, length = _gap_count(f.severity), _gap_length(f.severity)
     for s in f.params["starts"][:n]:
         view.wire_weight[(scene.wire.t >= s) & (scene.wire.t < s + length)] = 0.0
 
@@ -122,7 +130,7 @@ for kind in (
                 plain="guidewire {adverb} faded"),
     FailureKind("wire_gaps", METRIC, "weights", 0.95, _sample_gaps, _gaps,
                 lambda f: f"{f.location} {adverb(f.severity)} broken by "
-                          f"{1 + int(np.floor(3.999 * f.severity))} gap(s)", phrase="broken by",
+                          f"{_gap_count(f.severity)} gap(s)", phrase="broken by",
                 plain="guidewire {adverb} broken by gaps"),
     FailureKind("wire_blur", METRIC, "layers", 0.9, _sample_section("wire_blur"), _blur,
                 lambda f: f"guidewire {adverb(f.severity)} blurred", phrase="blurred",
