@@ -298,3 +298,33 @@ def test_a_failure_box_holds_what_it_drew_and_no_more_than_it_needs(kind, scenes
             assert share > 0.97, f"{kind} at {s}: only {share:.1%} of its change inside its box {failure.bbox}"
             areas.append((x1 - x0) * (y1 - y0))
         assert areas[0] < areas[1], f"{kind}: the milder draw has a box as large or larger ({areas})"
+
+
+def test_a_discontinuity_is_drawn_where_a_gap_shows(scenes):
+    """Its gaps lie on vessel at least GAP_MIN_RADIUS wide inside the field, apart from each other,
+    one more per third of severity and longer the more severe; drawn as a share of the vessel
+    anywhere on it, a severe one had fallen on a sub-pixel distal stretch and shown nothing."""
+    from casiqa.phantom.failures.branches import GAP_MIN_RADIUS, _gap_count, _gaps
+    from casiqa.phantom.geometry import arclength
+
+    for scene in scenes:
+        k = scene.size / 512
+        for seed in range(4):
+            lengths = []
+            for s in (0.05, 0.5, 0.95):
+                f = KINDS["discontinuity"].sample(np.random.default_rng(seed), scene, s)
+                branch = scene.tree.branches[f.params["branch"]]
+                t = arclength(branch.points) / arclength(branch.points)[-1]
+                gaps = _gaps(scene, f.params["branch"], s, f.params["offsets"])
+                assert len(gaps) == _gap_count(s)
+                assert all(a[1] < b[0] for a, b in zip(gaps, gaps[1:], strict=False)), gaps   # apart: the count shows
+                for t0, t1 in gaps:
+                    on = (t >= t0) & (t <= t1)
+                    assert on.any() and branch.radii[on].min() >= GAP_MIN_RADIUS * k, (s, t0, t1)
+                    x, y = np.round(branch.points[on]).astype(int).T
+                    assert scene.fov[y.clip(0, scene.size - 1), x.clip(0, scene.size - 1)].min() > 0.5
+                lengths.append(np.mean([t1 - t0 for t0, t1 in gaps]))
+                clean = render_view(scene, np.random.default_rng(5), CFG, contrast=True, wire=True)
+                image = render_view(scene, np.random.default_rng(5), CFG, contrast=True, wire=True, failures=[f])
+                assert np.abs(image - clean).max() > 0.04, f"a discontinuity at {s} does not show"   # 10 grey levels
+            assert lengths[0] < lengths[1] < lengths[2], lengths
