@@ -118,7 +118,7 @@ def _fade(view: View, scene: Scene, f: Failure) -> None:
 # gap) inside the collimated field, each gap GAP_PX long along the centre line. Gaps drawn as a
 # share of the vessel's length, anywhere on it, had fallen on sub-pixel distal stretches that show
 # nothing (a severe discontinuity removing 0.5 % of its vessel's contrast, rated 1.7) and a mild one
-# on a 20 px proximal RCA had shown a plain cut (rated 5): the image showed neither severity.
+# on a 16 px-wide proximal RCA had shown a plain cut (rated 5): the image showed neither severity.
 GAP_MIN_RADIUS = 2.0
 GAP_PX = (6.0, 18.0)         # each gap: GAP_PX[0] + GAP_PX[1] * severity px at 512 px
 GAP_SPACING = 6.0            # px at 512 of vessel kept between two gaps, so that the count shows
