@@ -181,17 +181,19 @@ class Assessor:
         kwargs = {"max_new_tokens": max_new_tokens(), "do_sample": temperature > 0}
         if temperature > 0:
             kwargs["temperature"] = temperature
+        grammar = generator.logits_processor
         if self.pin_titles and any(h.findings for h in heads):
-            from casiqa.titles import TitlePins, fact_openings, token_pieces
+            from casiqa.titles import PinnedGrammar, TitlePins, fact_openings, token_pieces
 
             tok = self.processor.tokenizer
             if self._pieces is None:
                 self._pieces = token_pieces(tok)
-            kwargs["prefix_allowed_tokens_fn"] = TitlePins(tok, [fact_openings(h.findings) for h in heads], self._pieces)
+            grammar = PinnedGrammar(grammar, TitlePins(tok, [fact_openings(h.findings) for h in heads], self._pieces))
         must = getattr(self.model.model, "must", None)
         # the heads were read already: generating needs the tokens of the image as given, not the views
         with torch.no_grad(), must.one_view() if must is not None else nullcontext():
-            raw = generator.batch(prompts, **kwargs)
+            grammar.reset()
+            raw = generator.model.generate_batch(prompts, grammar, **kwargs)
         model = generation_model(levels)
         return [model.model_validate_json(r).model_dump() for r in raw]
 

@@ -10,11 +10,15 @@ pins what is not the model's to choose: the n-th fact of a metric's explanation 
 n-th kind its findings list ("haze:"), and only the rest of the fact (how it is described) is the
 model's. A metric with no finding, and any fact after the listed ones, is not pinned.
 
-`TitlePins` is a `prefix_allowed_tokens_fn` for `transformers`' `generate` (it composes with the
-Outlines grammar's logits processor: both only remove tokens, and a kind's title is words the
-grammar admits). It reads each row's generated text back, finds which metric's explanation is
-open and which fact, and while that fact has not yet spelt its title, allows only the tokens that
-continue it. Facts are separated by ';' (the answers join them with '; ').
+`TitlePins` says, per row, which tokens continue the pinned opening: it reads each row's generated
+text back, finds which metric's explanation is open and which fact, and while that fact has not yet
+spelt its title, allows only the tokens that continue it. Facts are separated by ';' (the answers
+join them with '; '). `PinnedGrammar` applies it after the Outlines grammar, on what the grammar
+allows: a token that continues a title can still be one the grammar refuses (a piece that spells
+the title and goes on with a character the schema does not take there), and pinning separately
+from the grammar, as a `prefix_allowed_tokens_fn`, then left no token at all: `generate` picked
+token 0 and the grammar raised (found with an untrained model and a retrained tokenizer). Where
+the grammar leaves no pinned token, the pin yields to the grammar.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ def allowed_tokens(written: str, target: str, pieces: list[str]) -> list[int]:
 
 
 class TitlePins:
-    """prefix_allowed_tokens_fn pinning each row's fact openings (`openings[b]`, fact_openings) in
+    """The tokens allowed to each row (batch_id, its ids so far), pinning its fact openings (`openings[b]`, fact_openings) in
     one `generate` call; rows are told apart by their index in the batch, and the prompt's length
     is taken at the first step (left-padded prompts share it)."""
 
@@ -89,6 +93,38 @@ class TitlePins:
             return self.everything
         allowed = allowed_tokens(*pending, self.pieces)
         return allowed or self.everything     # no token continues it: leave the choice to the grammar
+
+
+class PinnedGrammar:
+    """A logits processor: the grammar's (Outlines) first, then each row's title pins on the tokens
+    it left; a row whose pinned tokens the grammar all refused keeps the grammar's choice, so the
+    two never leave an empty one. `reset()` readies both for the next `generate` call."""
+
+    def __init__(self, grammar, pins: TitlePins):
+        self.grammar, self.pins = grammar, pins
+
+    def reset(self) -> None:
+        if self.grammar is not None:
+            self.grammar.reset()
+        self.pins.prompt_len = None
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if self.grammar is not None:
+            scores = self.grammar(input_ids, scores)
+        for b in range(input_ids.shape[0]):
+            allowed = self.pins(b, input_ids[b])
+            if allowed is self.pins.everything:
+                continue
+            index = torch.tensor(allowed, dtype=torch.long, device=scores.device)
+            index = index[index < scores.shape[-1]]
+            kept = scores[b, index]
+            if torch.isfinite(kept).any():
+                row = torch.full_like(scores[b], float("-inf"))
+                row[index] = kept
+                scores[b] = row
+        return scores
 
 
 def token_pieces(tokenizer) -> list[str]:

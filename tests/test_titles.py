@@ -45,7 +45,8 @@ def test_only_tokens_that_spell_the_title_are_allowed():
 def test_an_assessment_opens_each_explanation_with_its_listed_kinds():
     """End to end on an untrained tiny model whose findings heads are set to find wire gaps and wire
     fade (and nothing else of the guidewire): whatever its language model would write, the
-    guidewire's explanation opens with 'wire gaps:', and a second fact with 'wire fade:'."""
+    guidewire's explanation opens with 'wire gaps:', and a second fact, if it writes one, with
+    'wire fade:'."""
     from casiqa.assessor import Assessor
     from casiqa.inputs import AssessInput
     from tests.test_findings import _tiny_with_findings
@@ -68,5 +69,41 @@ def test_an_assessment_opens_each_explanation_with_its_listed_kinds():
     assert [k for k, _ in head.findings[G]] == ["wire_gaps", "wire_fade"]
     text = getattr(pinned.assess([inp], heads=[head])[0].metrics, G).explanation
     assert text.startswith("wire gaps:"), text
-    if ";" in text:
-        assert text.split(";")[1].startswith(" wire fade:"), text
+    facts = text.split(";")
+    if len(facts) > 1 and facts[1].strip():   # a random model can spend the grammar's word budget on the first
+        assert facts[1].startswith(" wire fade:"), text
+
+
+class _Refusing:
+    """A stand-in grammar that allows only the given token ids."""
+
+    def __init__(self, allowed):
+        self.allowed = allowed
+
+    def reset(self):
+        pass
+
+    def __call__(self, input_ids, scores):
+        out = torch.full_like(scores, float("-inf"))
+        out[:, self.allowed] = scores[:, self.allowed]
+        return out
+
+
+def test_pins_apply_on_what_the_grammar_allows_and_yield_where_it_allows_none():
+    """Pinned separately from the grammar, a title token the grammar refused left no token at all
+    (generate then picked token 0 and the grammar raised); applied after it, the pins keep the
+    grammar's choice where they and it share no token."""
+    from casiqa.titles import PinnedGrammar, TitlePins
+
+    class Tok:
+        def decode(self, ids, skip_special_tokens=True):
+            return '{"' + G + '":{"level":"poor","explanation":"'
+
+    pieces = ["", "wire", " gaps", "x", '"', "wire gaps:"]
+    pins = TitlePins(Tok(), [{m: (["wire gaps:"] if m == G else []) for m in (G, B, A)}], pieces)
+    ids, scores = torch.zeros((1, 3), dtype=torch.long), torch.zeros((1, len(pieces)))
+    shared = PinnedGrammar(_Refusing([1, 3, 4]), pins)(ids, scores.clone())
+    assert torch.isfinite(shared[0]).nonzero().flatten().tolist() == [1]           # "wire": pinned and allowed
+    pins.prompt_len = None
+    none = PinnedGrammar(_Refusing([3, 4]), pins)(ids, scores.clone())
+    assert torch.isfinite(none[0]).nonzero().flatten().tolist() == [3, 4]         # the grammar's choice, not an empty one
