@@ -14,8 +14,9 @@ model's. A metric with no finding, and any fact after the listed ones, is not pi
 text back, finds which metric's explanation is open and which fact, and while that fact has not yet
 spelt its title, allows only the tokens that continue it. Facts are separated by ';' (the answers
 join them with '; '). `PinnedGrammar` applies it after the Outlines grammar, on what the grammar
-allows: a token that continues a title can still be one the grammar refuses (a piece that spells
-the title and goes on with a character the schema does not take there), and pinning separately
+allows: a token that continues a title can still be one the grammar refuses (the explanation's
+word budget spent, or a piece that goes on past the title with a character the schema does not
+take there), and pinning separately
 from the grammar, as a `prefix_allowed_tokens_fn`, then left no token at all: `generate` picked
 token 0 and the grammar raised (found with an untrained model and a retrained tokenizer). Where
 the grammar leaves no pinned token, the pin yields to the grammar.
@@ -73,9 +74,10 @@ def allowed_tokens(written: str, target: str, pieces: list[str]) -> list[int]:
 
 
 class TitlePins:
-    """The tokens allowed to each row (batch_id, its ids so far), pinning its fact openings (`openings[b]`, fact_openings) in
-    one `generate` call; rows are told apart by their index in the batch, and the prompt's length
-    is taken at the first step (left-padded prompts share it)."""
+    """The tokens allowed to each row (called with its batch index and its ids so far), pinning its
+    fact openings (`openings[b]`, fact_openings) in one `generate` call; rows are told apart by
+    their index in the batch, and the prompt's length is taken at the first step (left-padded
+    prompts share it)."""
 
     def __init__(self, tokenizer, openings: list[dict[str, list[str]]], pieces: list[str] | None = None):
         self.tokenizer = tokenizer
