@@ -300,6 +300,48 @@ def test_a_failure_box_holds_what_it_drew_and_no_more_than_it_needs(kind, scenes
         assert areas[0] < areas[1], f"{kind}: the milder draw has a box as large or larger ({areas})"
 
 
+def test_a_distal_deletion_loses_the_share_of_the_tree_its_severity_records(scenes):
+    """A distal deletion's cut falls where the contrast it loses (the vessel beyond the cut and the
+    branches leaving there, inside the field) is the share of the image's tree its recorded severity
+    names, and a more severe draw loses more. Cut as a share of the vessel's length, one severity
+    had lost anything from 0.3 % to 17 % of the picture's tree."""
+    from unittest.mock import patch
+
+    from casiqa.phantom.failures.base import Failure, View
+    from casiqa.phantom.failures.branches import DISTAL_CUT, _cut_point, _mains, distal_share
+    from casiqa.phantom.render import contrast_iodine
+
+    def lost(scene, i, cut):
+        view = View(vessel_weights=[np.ones(v.thickness.shape) for v in scene.vessels],
+                    wire_weight=np.zeros(scene.wire.thickness.shape))
+        with patch("casiqa.phantom.failures.branches._cut_point", lambda *_: cut):
+            KINDS["distal_deletion"].apply(view, scene, Failure("distal_deletion", 0.5, "", [0, 0, 1, 1], {"branch": i}))
+        full = contrast_iodine(scene) * scene.fov
+        return float((full - contrast_iodine(scene, view.vessel_weights) * scene.fov).sum() / full.sum())
+
+    checked = 0
+    for scene in scenes:
+        for i in _mains(scene):
+            most = lost(scene, i, DISTAL_CUT[0])                  # all the vessel can lose
+            shares = []
+            for s in (0.05, 0.5, 0.95):
+                with patch("casiqa.phantom.failures.branches._mains", return_value=[i]):   # draw vessel i
+                    f = KINDS["distal_deletion"].sample(np.random.default_rng(0), scene, s)
+                assert f.params["branch"] == i
+                share = lost(scene, i, _cut_point(scene, i, f.severity))
+                if distal_share(s) < most:                         # the vessel holds what the draw asks
+                    assert f.severity >= s - 1e-9, (scene.tree.system, i, s, f.severity)
+                    off = share - distal_share(f.severity)               # a cut past the scale records its top
+                    assert abs(off) < 0.01 or (f.severity == 1.0 and off > 0), (scene.tree.system, i, s, share, f.severity)
+                    checked += 1
+                else:                                              # it loses all it can, and records that
+                    assert abs(share - most) < 1e-9 and f.severity <= s + 1e-9
+                shares.append(share)
+            assert shares[0] <= shares[1] <= shares[2], (scene.tree.system, i, shares)
+            assert shares[0] < shares[2], (scene.tree.system, i, shares)
+    assert checked >= 6, checked
+
+
 def test_a_discontinuity_is_drawn_where_a_gap_shows(scenes):
     """Its gaps lie on vessel at least GAP_MIN_RADIUS wide inside the field, apart from each other,
     one more per third of severity and longer the more severe; drawn as a share of the vessel
