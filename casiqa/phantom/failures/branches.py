@@ -75,9 +75,9 @@ def _mains(scene: Scene) -> list[int]:
 # tree's contrast in the image. Cut as a share of the vessel's length (12-72 %), the same severity
 # had removed anything from 0.3 % to 17 % of the image's tree (a thin tail with nothing on it, or a
 # trunk with its side branches): severity ranked what the picture lost at only 0.62. A side branch
-# goes whole with the cut before its origin, so the loss moves in steps: the severity recorded is
-# the one of the share the drawn cut loses (as a branch deletion records its count's), and the
-# truth stays a function of the picture.
+# goes whole with the cut before its origin, so the loss moves in steps: the cut nearest the drawn
+# share is taken, and the severity recorded is the one of the share it loses (as a branch deletion
+# records its count's), so that the truth stays a function of the picture.
 DISTAL_SHARE = (0.02, 0.28)  # DISTAL_SHARE[0] + DISTAL_SHARE[1] * severity of the tree's contrast
 DISTAL_CUT = (0.05, 0.97)    # the cut stays within this share of the vessel's length
 
@@ -110,13 +110,13 @@ def _cuts(scene: Scene, i: int) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def _cut_point(scene: Scene, i: int, severity: float) -> float:
-    """Where on vessel i (share of its length) a distal deletion of `severity` cuts: the furthest
-    cut losing at least its share of the tree; where the vessel holds less, its first allowed cut."""
+    """Where on vessel i (share of its length) a distal deletion of `severity` cuts: the cut whose
+    loss is nearest its share of the tree (the more distal of two as near)."""
     where, beyond, total = _cuts(scene, i)
     if not len(where):
         return DISTAL_CUT[0]
-    enough = np.flatnonzero(beyond >= distal_share(severity) * total * (1 - 1e-9))
-    return float(where[enough[-1] if len(enough) else 0])
+    miss = np.abs(beyond / total - distal_share(severity))
+    return float(where[np.flatnonzero(miss <= miss.min() + 1e-12)[-1]])
 
 
 def _distal_severity(scene: Scene, i: int, severity: float) -> float:
