@@ -330,7 +330,7 @@ def test_a_distal_deletion_loses_the_share_of_the_tree_its_severity_records(scen
                 assert f.params["branch"] == i
                 share = lost(scene, i, _cut_point(scene, i, f.severity))
                 if distal_share(s) < most:                         # the vessel holds what the draw asks
-                    off = share - distal_share(f.severity)               # a cut past the scale records its end
+                    off = share - distal_share(f.severity)          # a cut past the scale records its end
                     past = (f.severity == 1.0 and off > 0) or (f.severity == 0.01 and off < 0)
                     assert abs(off) < 0.01 or past, (scene.tree.system, i, s, share, f.severity)
                     checked += 1
