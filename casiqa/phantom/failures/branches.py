@@ -109,14 +109,17 @@ def _cuts(scene: Scene, i: int) -> tuple[np.ndarray, np.ndarray, float]:
     return where[keep], beyond[keep], max(total, 1e-9)
 
 
+def _nearest(where: np.ndarray, beyond: np.ndarray, total: float, severity: float) -> int:
+    """Index of the cut whose loss is nearest the severity's share of the tree (the more distal of two as near)."""
+    miss = np.abs(beyond / total - distal_share(severity))
+    return int(np.flatnonzero(miss <= miss.min() + 1e-12)[-1])
+
+
 def _cut_point(scene: Scene, i: int, severity: float) -> float:
     """Where on vessel i (share of its length) a distal deletion of `severity` cuts: the cut whose
-    loss is nearest its share of the tree (the more distal of two as near)."""
+    loss is nearest its share of the tree."""
     where, beyond, total = _cuts(scene, i)
-    if not len(where):
-        return DISTAL_CUT[0]
-    miss = np.abs(beyond / total - distal_share(severity))
-    return float(where[np.flatnonzero(miss <= miss.min() + 1e-12)[-1]])
+    return float(where[_nearest(where, beyond, total, severity)]) if len(where) else DISTAL_CUT[0]
 
 
 def _distal_severity(scene: Scene, i: int, severity: float) -> float:
@@ -124,7 +127,7 @@ def _distal_severity(scene: Scene, i: int, severity: float) -> float:
     where, beyond, total = _cuts(scene, i)
     if not len(where):
         return float(severity)
-    lost = float(beyond[np.searchsorted(where, _cut_point(scene, i, severity))]) / total
+    lost = float(beyond[_nearest(where, beyond, total, severity)]) / total
     return float(np.clip((lost - DISTAL_SHARE[0]) / DISTAL_SHARE[1], 0.01, 1.0))
 
 
